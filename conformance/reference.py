@@ -1,0 +1,607 @@
+"""Float64 NumPy reference for the losses of spec/SPEC.md.
+
+Written from the spec alone and kept plain: it is the oracle the golden cases come from,
+so it favours being obviously right over being fast. Signatures follow
+``torch.nn.functional`` with the class axis at position 1. Each loss has a companion
+``<loss>_grad(..., grad_output=...)`` that returns the analytic gradient with respect to
+``input`` (the vector-Jacobian product with ``grad_output``); the tests check every one
+against central finite differences.
+
+Two choices make the goldens reproducible bit for bit on any machine:
+
+* ``exp``, ``log`` and ``log1p`` go element by element through Python's ``math`` module
+  (the C library's functions) rather than NumPy's SIMD loops, whose last bit depends on
+  the CPU's vector extensions;
+* every sum is ``math.fsum``, the correctly rounded sum, so no summation order enters.
+
+``checked=True`` is a checked call (spec section 10: bad values raise); ``checked=False``
+computes what a traced call computes instead (spec section 11).
+
+This module imports NumPy and the standard library only.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+__all__ = [
+    "ProbabilityInputWarning",
+    "binary_cross_entropy",
+    "binary_cross_entropy_grad",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_grad",
+    "cross_entropy",
+    "cross_entropy_grad",
+    "nll_loss",
+    "nll_loss_grad",
+]
+
+REDUCTIONS = ("none", "mean", "sum")
+BCE_LOG_CLAMP = -100.0  # [BCE-CLAMP]
+BCE_GRAD_EPS = 9.999999960041972e-13  # [GRAD-BCE]: 1e-12 rounded to float32
+PROBABILITY_ATOL = 1e-6  # [WARN-PROBABILITY-INPUT]
+
+
+class ProbabilityInputWarning(UserWarning):
+    """cross_entropy was given what looks like probabilities instead of logits."""
+
+
+# ----------------------------------------------------------------------------------
+# Exact element-wise primitives and sums.
+
+
+def _elementwise(f, a):
+    a = np.asarray(a, dtype=np.float64)
+    out = np.empty(a.shape, dtype=np.float64)
+    for idx, v in np.ndenumerate(a):
+        out[idx] = f(float(v))
+    return out
+
+
+def _exp1(v):
+    return math.exp(v) if v <= 709.0 or math.isnan(v) else math.inf
+
+
+def _log1(v):
+    if v > 0 or math.isnan(v):
+        return math.log(v)
+    return -math.inf if v == 0 else math.nan
+
+
+def _log1p1(v):
+    if v > -1 or math.isnan(v):
+        return math.log1p(v)
+    return -math.inf if v == -1 else math.nan
+
+
+def exp(a):
+    return _elementwise(_exp1, a)
+
+
+def log(a):
+    return _elementwise(_log1, a)
+
+
+def log1p(a):
+    return _elementwise(_log1p1, a)
+
+
+def _fsum1(values) -> float:
+    values = [float(v) for v in values]
+    if any(math.isnan(v) for v in values):
+        return math.nan
+    infs = {v for v in values if math.isinf(v)}
+    if len(infs) == 2:
+        return math.nan  # inf - inf
+    if infs:
+        return infs.pop()
+    return math.fsum(values)
+
+
+def fsum(a, axis=None):
+    """Correctly rounded sum of ``a`` (over all entries, or along ``axis``)."""
+    a = np.asarray(a, dtype=np.float64)
+    if axis is None:
+        return np.float64(_fsum1(a.ravel()))
+    moved = np.moveaxis(a, axis, -1)
+    out = np.empty(moved.shape[:-1], dtype=np.float64)
+    for idx in np.ndindex(out.shape):
+        out[idx] = _fsum1(moved[idx])
+    return out
+
+
+def _divide(a, b):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return np.float64(a) / np.float64(b)
+
+
+def log_softmax(x):
+    """Shifted log-softmax along the last axis (spec section 0, Arithmetic)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape[-1] == 0:
+        return x.copy()
+    m = np.max(x, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        shifted = x - m  # inf - inf = NaN for a +inf or all -inf row
+    return shifted - log(fsum(exp(shifted), axis=-1))[..., None]
+
+
+# ----------------------------------------------------------------------------------
+# Argument checks (spec section 10). Static checks always run; value checks only in a
+# checked call.
+
+
+def _check_reduction(reduction):
+    if reduction not in REDUCTIONS:
+        raise ValueError(
+            f"reduction must be one of {REDUCTIONS}, got reduction={reduction!r}"
+        )
+
+
+def _as_floating_input(input):
+    input = np.asarray(input)
+    if input.dtype.kind != "f":
+        raise TypeError(
+            f"input must have a floating dtype, got input.dtype={input.dtype}"
+        )
+    return input.astype(np.float64)
+
+
+def _as_param(value, name):
+    """weight / pos_weight: None or a real array, converted to float64 [GEN-PARAM-DTYPE]."""
+    if value is None:
+        return None
+    value = np.asarray(value)
+    if value.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real array, got {name}.dtype={value.dtype}")
+    return value.astype(np.float64)
+
+
+def _check_class_weight(weight, num_classes):
+    if weight is None:
+        return np.ones(num_classes)
+    if weight.shape != (num_classes,):
+        raise ValueError(
+            f"weight must be a 1-D array with one entry per class, shape "
+            f"({num_classes},), got weight.shape={weight.shape}"
+        )
+    return weight
+
+
+def _check_broadcast(value, name, shape):
+    if value is None:
+        return np.ones(shape)
+    try:
+        broadcast = np.broadcast_shapes(value.shape, shape)
+    except ValueError:
+        broadcast = None
+    if broadcast != tuple(shape):
+        raise ValueError(
+            f"{name} must broadcast to the input shape {tuple(shape)} (right-aligned, "
+            f"a 1-D {name} lines up with the last dimension), got "
+            f"{name}.shape={value.shape}"
+        )
+    return np.broadcast_to(value, shape)
+
+
+def _rows(input):
+    """(C,) or (N, C, d1..dk) -> (M, C) with the class axis last (spec section 0)."""
+    if input.ndim == 0:
+        raise ValueError(
+            "input must have a class axis: shape (C,), (N, C) or (N, C, d1, ..., dk), "
+            "got a 0-d input"
+        )
+    if input.ndim == 1:
+        return input[None, :]
+    return np.moveaxis(input, 1, -1).reshape(-1, input.shape[1])
+
+
+def _unrows(rows, input_shape):
+    """Inverse of ``_rows`` for an (M, C) array."""
+    if len(input_shape) == 1:
+        return rows[0]
+    moved = (input_shape[0],) + tuple(input_shape[2:]) + (input_shape[1],)
+    return np.moveaxis(rows.reshape(moved), -1, 1)
+
+
+def _class_target(input, target):
+    """Check an integer class target against the input; return it as (M,) int64."""
+    target = np.asarray(target)
+    if target.dtype.kind not in "iu":
+        raise TypeError(
+            f"target must hold class indices with an integer dtype, got "
+            f"target.dtype={target.dtype}"
+        )
+    expected = () if input.ndim == 1 else (input.shape[0],) + tuple(input.shape[2:])
+    if target.shape != expected:
+        raise ValueError(
+            f"target must have the input's shape without the class axis, {expected}, "
+            f"got target.shape={target.shape} for input.shape={input.shape}"
+        )
+    return target.astype(np.int64).reshape(-1)
+
+
+def _check_target_range(y, num_classes, ignore_index):
+    bad = (y != ignore_index) & ((y < 0) | (y >= num_classes))
+    if bad.any():
+        value = int(y[bad][0])
+        raise ValueError(
+            f"target values must be class indices in [0, {num_classes}) or "
+            f"ignore_index={ignore_index}, got target value {value}"
+        )
+
+
+def _check_smoothing(label_smoothing):
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(
+            f"label_smoothing must be in [0, 1], got label_smoothing={label_smoothing!r}"
+        )
+
+
+def _warn_if_probabilities(rows):
+    """[WARN-PROBABILITY-INPUT]"""
+    num_rows, num_classes = rows.shape
+    if num_classes < 2 or num_rows == 0:
+        return
+    sums = fsum(rows, axis=1)
+    if (rows >= 0).all() and (np.abs(sums - 1.0) <= PROBABILITY_ATOL).all():
+        warnings.warn(
+            "cross_entropy expects logits, but every row of input along the class axis "
+            "is non-negative and sums to 1: it looks like softmax output. Pass the "
+            "logits instead; if these really are logits, silence this with "
+            "warnings.filterwarnings('ignore', category=ProbabilityInputWarning).",
+            ProbabilityInputWarning,
+            stacklevel=3,
+        )
+
+
+def _reduce(losses, reduction, denominator, target_shape):
+    """[CE-NONE] [CE-SUM] [CE-MEAN] and their twins for the other losses."""
+    if reduction == "none":
+        return losses.reshape(target_shape)
+    total = fsum(losses)
+    if reduction == "sum":
+        return total
+    if denominator == 0:
+        return np.float64(np.nan)  # [EDGE-ALL-IGNORED] [EDGE-EMPTY] [EDGE-ZERO-WEIGHT-SUM]
+    return _divide(total, denominator)
+
+
+def _row_scale(grad_output, reduction, denominator, num_rows):
+    """s_i of spec section 9: how the upstream gradient reaches row i."""
+    g = np.asarray(grad_output, dtype=np.float64)
+    if reduction == "none":
+        return g.reshape(num_rows)
+    if reduction == "sum":
+        return np.full(num_rows, g)
+    return np.full(num_rows, _divide(g, denominator))
+
+
+# ----------------------------------------------------------------------------------
+# cross_entropy and nll_loss with class-index targets (spec sections 3, 5, 8, 9, 11).
+
+
+class _ClassTargets:
+    """Per-row quantities shared by cross_entropy and nll_loss with class targets.
+
+    ``valid`` marks rows whose target is not ``ignore_index``; ``w_y`` is the weight of
+    the target class (0 when ignored, NaN for an out-of-range target in an unchecked
+    call, [TRACE-TARGET-RANGE]); ``D`` is the weighted mean's denominator [CE-MEAN].
+    """
+
+    def __init__(self, input, target, weight, ignore_index, checked):
+        self.rows = _rows(input)
+        self.num_classes = self.rows.shape[1]
+        self.y = _class_target(input, target)
+        self.target_shape = np.shape(target)
+        self.w = _check_class_weight(_as_param(weight, "weight"), self.num_classes)
+        if checked:
+            _check_target_range(self.y, self.num_classes, ignore_index)
+        self.valid = self.y != ignore_index
+        in_range = (self.y >= 0) & (self.y < self.num_classes)
+        self.bad = self.valid & ~in_range
+        self.y_safe = np.where(self.valid & in_range, self.y, 0)
+        w_y = np.where(self.valid, self.w[self.y_safe], 0.0)
+        self.w_y = np.where(self.bad, np.nan, w_y)
+        self.D = fsum(self.w_y[self.valid])
+
+    def picked(self, values):
+        """values[i, y_i] for each row (NaN for out-of-range targets)."""
+        out = values[np.arange(len(self.y)), self.y_safe]
+        return np.where(self.bad, np.nan, out)
+
+
+def _cross_entropy_parts(input, target, weight, ignore_index, reduction, label_smoothing,
+                         checked):
+    _check_reduction(reduction)
+    _check_smoothing(label_smoothing)
+    input = _as_floating_input(input)
+    target_dtype = np.asarray(target).dtype
+    if target_dtype.kind == "f":
+        if ignore_index != -100:
+            raise ValueError(
+                f"ignore_index is not supported with probability targets (floating "
+                f"target), got ignore_index={ignore_index}; expected the default -100"
+            )
+        return _ProbabilityParts(input, target, weight, label_smoothing, checked)
+    return _ClassParts(input, target, weight, ignore_index, label_smoothing, checked)
+
+
+class _ClassParts(_ClassTargets):
+    """[CE-ELEM] [CE-SMOOTH] with [CE-IGNORE] [CE-IGNORE-NONFINITE]."""
+
+    def __init__(self, input, target, weight, ignore_index, eps, checked):
+        super().__init__(input, target, weight, ignore_index, checked)
+        if checked:
+            _warn_if_probabilities(self.rows)
+        self.eps = eps
+        self.input_shape = input.shape
+        self.lp = log_softmax(self.rows)
+        losses = (1.0 - eps) * self.w_y * -self.picked(self.lp)
+        if eps > 0:
+            with np.errstate(invalid="ignore"):
+                smooth = fsum(self.w * -self.lp, axis=1)
+            losses = losses + (eps / self.num_classes) * smooth
+        self.losses = np.where(self.valid, losses, 0.0)
+
+    def output(self, reduction):
+        return _reduce(self.losses, reduction, self.D, self.target_shape)
+
+    def grad(self, grad_output, reduction):
+        """[GRAD-CE]"""
+        s = _row_scale(grad_output, reduction, self.D, len(self.y))
+        p = exp(self.lp)
+        onehot = np.zeros_like(p)
+        onehot[np.arange(len(self.y)), self.y_safe] = 1.0
+        with np.errstate(invalid="ignore", over="ignore"):
+            coef = s * (1.0 - self.eps) * self.w_y  # formed first, [EDGE-ZERO-WEIGHT-SUM]
+            rows = coef[:, None] * (p - onehot)
+            if self.eps > 0:
+                smooth = (s * self.eps / self.num_classes)[:, None]
+                rows = rows + smooth * (fsum(self.w) * p - self.w)
+        rows = np.where(self.valid[:, None], rows, 0.0)
+        return _unrows(rows, self.input_shape)
+
+
+class _ProbabilityParts:
+    """[CEP-ELEM] [CEP-MEAN]"""
+
+    def __init__(self, input, target, weight, eps, checked):
+        target = np.asarray(target)
+        if target.shape != input.shape:
+            raise ValueError(
+                f"a probability target (floating dtype) must have the input's shape "
+                f"{input.shape}, got target.shape={target.shape}"
+            )
+        self.input_shape = input.shape
+        self.rows = _rows(input)
+        self.num_classes = self.rows.shape[1]
+        if checked:
+            _warn_if_probabilities(self.rows)
+        self.w = _check_class_weight(_as_param(weight, "weight"), self.num_classes)
+        t = _rows(target.astype(np.float64))
+        self.t = (1.0 - eps) * t + eps / self.num_classes
+        self.lp = log_softmax(self.rows)
+        with np.errstate(invalid="ignore"):
+            self.losses = fsum(self.w * self.t * -self.lp, axis=1)
+        self.target_shape = () if input.ndim == 1 else (
+            (input.shape[0],) + tuple(input.shape[2:])
+        )
+        self.D = np.float64(len(self.losses))
+
+    def output(self, reduction):
+        return _reduce(self.losses, reduction, self.D, self.target_shape)
+
+    def grad(self, grad_output, reduction):
+        """[GRAD-CEP]"""
+        s = _row_scale(grad_output, reduction, self.D, len(self.losses))
+        wt = self.w * self.t
+        with np.errstate(invalid="ignore", over="ignore"):
+            rows = s[:, None] * (fsum(wt, axis=1)[:, None] * exp(self.lp) - wt)
+        return _unrows(rows, self.input_shape)
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0, *, checked=True):
+    """Cross-entropy of logits ``input`` against class indices or class probabilities.
+
+    Class indices (integer ``target``): [CE-ELEM] ``l_i = w[y_i] * -log_softmax(x)_i[y_i]``,
+    with [CE-SMOOTH] ``(1-eps) * w[y_i] * -lp[y_i] + (eps/C) * sum_c w_c * -lp_c``; ignored
+    elements give exactly 0 [CE-IGNORE]; ``"mean"`` divides by the weights of the valid
+    targets [CE-MEAN]. Probabilities (floating ``target`` of the input's shape):
+    [CEP-ELEM] ``l_i = sum_c w_c * t'_ic * -lp_ic`` with ``t' = (1-eps) t + eps/C``;
+    ``"mean"`` divides by the number of elements [CEP-MEAN].
+    """
+    parts = _cross_entropy_parts(input, target, weight, ignore_index, reduction,
+                                 label_smoothing, checked)
+    return parts.output(reduction)
+
+
+def cross_entropy_grad(input, target, weight=None, ignore_index=-100, reduction="mean",
+                       label_smoothing=0.0, *, grad_output=1.0, checked=True):
+    """Gradient of :func:`cross_entropy` with respect to ``input``, times ``grad_output``.
+
+    [GRAD-CE]: row ``s_i (1-eps) w[y_i] (p_i - e_{y_i}) + s_i (eps/C) (W p_i - w)``, zero
+    for ignored rows. [GRAD-CEP]: ``s_i ((sum_k w_k t'_ik) p_ic - w_c t'_ic)``.
+    """
+    parts = _cross_entropy_parts(input, target, weight, ignore_index, reduction,
+                                 label_smoothing, checked)
+    return parts.grad(grad_output, reduction)
+
+
+class _NLLParts(_ClassTargets):
+    """[NLL-ELEM]"""
+
+    def __init__(self, input, target, weight, ignore_index, reduction, checked):
+        _check_reduction(reduction)
+        input = _as_floating_input(input)
+        if np.asarray(target).dtype.kind == "f":
+            raise TypeError(
+                "nll_loss takes class indices: target must have an integer dtype, got "
+                f"target.dtype={np.asarray(target).dtype}"
+            )
+        super().__init__(input, target, weight, ignore_index, checked)
+        self.input_shape = input.shape
+        self.losses = np.where(self.valid, -self.w_y * self.picked(self.rows), 0.0)
+
+    def output(self, reduction):
+        return _reduce(self.losses, reduction, self.D, self.target_shape)
+
+    def grad(self, grad_output, reduction):
+        """[GRAD-NLL]"""
+        s = _row_scale(grad_output, reduction, self.D, len(self.y))
+        rows = np.zeros_like(self.rows)
+        with np.errstate(invalid="ignore", over="ignore"):
+            coef = np.where(self.valid, -s * self.w_y, 0.0)
+        rows[np.arange(len(self.y)), self.y_safe] = coef
+        rows[self.bad] = np.nan
+        return _unrows(rows, self.input_shape)
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean", *,
+             checked=True):
+    """Negative log-likelihood of log-probabilities ``input`` at class targets.
+
+    [NLL-ELEM] ``l_i = -w[y_i] * input[i, y_i]`` for valid elements, 0 for ignored ones;
+    reductions as for cross_entropy ([CE-MEAN]: divide by the valid targets' weights).
+    """
+    return _NLLParts(input, target, weight, ignore_index, reduction, checked).output(
+        reduction
+    )
+
+
+def nll_loss_grad(input, target, weight=None, ignore_index=-100, reduction="mean", *,
+                  grad_output=1.0, checked=True):
+    """Gradient of :func:`nll_loss`: ``-s_i w[y_i]`` at ``(i, y_i)``, 0 elsewhere [GRAD-NLL]."""
+    parts = _NLLParts(input, target, weight, ignore_index, reduction, checked)
+    return parts.grad(grad_output, reduction)
+
+
+# ----------------------------------------------------------------------------------
+# Binary losses (spec sections 6, 7).
+
+
+def _binary_target(input, target):
+    target = np.asarray(target)
+    if target.dtype.kind not in "biuf":
+        raise TypeError(
+            f"target must be a real array, got target.dtype={target.dtype}"
+        )
+    if target.shape != input.shape:
+        raise ValueError(
+            f"target must have the input's shape {input.shape}, got "
+            f"target.shape={target.shape}"
+        )
+    return target.astype(np.float64)
+
+
+def _outside_unit_interval(a):
+    with np.errstate(invalid="ignore"):
+        return ~((a >= 0.0) & (a <= 1.0))  # NaN is outside
+
+
+class _BCEParts:
+    """[BCE-ELEM] [BCE-CLAMP] [BCE-WEIGHT] [BCE-MEAN]"""
+
+    def __init__(self, input, target, weight, reduction, checked):
+        _check_reduction(reduction)
+        self.p = _as_floating_input(input)
+        self.y = _binary_target(self.p, target)
+        self.w = _check_broadcast(_as_param(weight, "weight"), "weight", self.p.shape)
+        if checked:
+            for name, a in (("input", self.p), ("target", self.y)):
+                if _outside_unit_interval(a).any():
+                    value = float(a[_outside_unit_interval(a)][0])
+                    raise ValueError(
+                        f"binary_cross_entropy {name} values must lie in [0, 1], got "
+                        f"{name} value {value!r}"
+                    )
+        self.bad = _outside_unit_interval(self.p) | _outside_unit_interval(self.y)
+        log_p = np.maximum(log(self.p), BCE_LOG_CLAMP)
+        log_1mp = np.maximum(log(1.0 - self.p), BCE_LOG_CLAMP)
+        losses = -self.w * (self.y * log_p + (1.0 - self.y) * log_1mp)
+        self.losses = np.where(self.bad, np.nan, losses)  # [TRACE-BCE-RANGE]
+        self.D = np.float64(self.p.size)
+
+    def output(self, reduction):
+        return _reduce(self.losses, reduction, self.D, self.p.shape)
+
+    def grad(self, grad_output, reduction):
+        """[GRAD-BCE]"""
+        s = _row_scale(grad_output, reduction, self.D, self.p.size).reshape(self.p.shape)
+        denominator = np.maximum(self.p * (1.0 - self.p), BCE_GRAD_EPS)
+        grad = s * self.w * (self.p - self.y) / denominator
+        return np.where(self.bad, np.nan, grad)
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean", *, checked=True):
+    """Binary cross-entropy of probabilities ``input`` in [0, 1].
+
+    [BCE-ELEM] ``l = -w (y max(log p, -100) + (1-y) max(log(1-p), -100))``; ``weight``
+    broadcasts to the input [BCE-WEIGHT]; ``"mean"`` divides by the number of elements
+    [BCE-MEAN].
+    """
+    return _BCEParts(input, target, weight, reduction, checked).output(reduction)
+
+
+def binary_cross_entropy_grad(input, target, weight=None, reduction="mean", *,
+                              grad_output=1.0, checked=True):
+    """Gradient ``s w (p - y) / max(p (1-p), eta)`` with eta = float32(1e-12) [GRAD-BCE]."""
+    parts = _BCEParts(input, target, weight, reduction, checked)
+    return parts.grad(grad_output, reduction)
+
+
+def log_sigmoid(x):
+    """``min(x, 0) - log1p(exp(-|x|))``, exact for large ``|x|`` [BCEL-ELEM]."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.minimum(x, 0.0) - log1p(exp(-np.abs(x)))
+
+
+class _BCELogitsParts:
+    """[BCEL-ELEM] [BCEL-POS-WEIGHT] [BCEL-WEIGHT] [BCEL-MEAN]"""
+
+    def __init__(self, input, target, weight, reduction, pos_weight):
+        _check_reduction(reduction)
+        self.x = _as_floating_input(input)
+        self.y = _binary_target(self.x, target)
+        self.w = _check_broadcast(_as_param(weight, "weight"), "weight", self.x.shape)
+        pos_weight = _check_broadcast(
+            _as_param(pos_weight, "pos_weight"), "pos_weight", self.x.shape
+        )
+        self.q = 1.0 + (pos_weight - 1.0) * self.y
+        with np.errstate(invalid="ignore"):
+            self.losses = self.w * ((1.0 - self.y) * self.x - self.q * log_sigmoid(self.x))
+        self.D = np.float64(self.x.size)
+
+    def output(self, reduction):
+        return _reduce(self.losses, reduction, self.D, self.x.shape)
+
+    def grad(self, grad_output, reduction):
+        """[GRAD-BCEL]"""
+        s = _row_scale(grad_output, reduction, self.D, self.x.size).reshape(self.x.shape)
+        sigmoid_neg_x = exp(log_sigmoid(-self.x))
+        return s * self.w * ((1.0 - self.y) - self.q * sigmoid_neg_x)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
+                                     pos_weight=None, *, checked=True):
+    """Binary cross-entropy of logits ``input``.
+
+    [BCEL-ELEM] ``l = w ((1-y) x - q log_sigmoid(x))`` with ``q = 1 + (pos_weight-1) y``;
+    ``pos_weight`` broadcasts against the last dimension [BCEL-POS-WEIGHT]; ``"mean"``
+    divides by the number of elements [BCEL-MEAN].
+    """
+    del checked  # no value is checked [BCEL-ELEM]
+    return _BCELogitsParts(input, target, weight, reduction, pos_weight).output(reduction)
+
+
+def binary_cross_entropy_with_logits_grad(input, target, weight=None, reduction="mean",
+                                          pos_weight=None, *, grad_output=1.0,
+                                          checked=True):
+    """Gradient ``s w ((1-y) - q sigmoid(-x))`` [GRAD-BCEL]."""
+    del checked
+    parts = _BCELogitsParts(input, target, weight, reduction, pos_weight)
+    return parts.grad(grad_output, reduction)
