@@ -1,0 +1,829 @@
+"""Golden case definitions.
+
+Each definition names the clauses of spec/SPEC.md it covers, its arguments, and the
+dtypes it applies to; ``build()`` turns them into golden cases by running the float64
+reference (conformance/reference.py) and nothing else. Random inputs come from a
+``RandomState`` seeded by the case id, so adding a case never changes another, and they
+are rounded to the bfloat16 grid (and kept inside float16's normal range), so every
+dtype sees exactly the same numbers.
+
+Run ``python -m conformance generate`` after changing this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+import zlib
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from conformance import reference, spec
+from conformance.golden import Case
+
+ALL = spec.DTYPES
+REDUCTIONS = ("none", "mean", "sum")
+LOSSES = {
+    "cross_entropy": (reference.cross_entropy, reference.cross_entropy_grad),
+    "nll_loss": (reference.nll_loss, reference.nll_loss_grad),
+    "binary_cross_entropy": (reference.binary_cross_entropy,
+                             reference.binary_cross_entropy_grad),
+    "binary_cross_entropy_with_logits": (reference.binary_cross_entropy_with_logits,
+                                         reference.binary_cross_entropy_with_logits_grad),
+}
+FLOAT16_MAX = 65504.0
+FLOAT16_TINY = 2.0 ** -14  # smallest normal float16
+INF = np.inf
+
+
+class GenerationError(RuntimeError):
+    """A definition the reference cannot turn into a golden case."""
+
+
+@dataclasses.dataclass
+class Definition:
+    id: str
+    loss: str
+    clauses: tuple[str, ...]
+    args: dict[str, Any]
+    dtypes: tuple[str, ...] = ALL
+    keep_dtype: tuple[str, ...] = ()
+    error: tuple[str, str] | None = None  # (kind, argument the message must name)
+
+
+# ----------------------------------------------------------------------------------
+# Inputs on the bfloat16 grid.
+
+
+def grid(a) -> np.ndarray:
+    """Round to the nearest bfloat16 value; flush magnitudes below float16's normal range."""
+    a = np.asarray(a, dtype=np.float64)
+    bits = a.astype(np.float32).view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    rounded = bits.astype(np.uint32).view(np.float32).astype(np.float64)
+    rounded = np.where(np.abs(rounded) < FLOAT16_TINY, 0.0, rounded)
+    return np.where(np.isfinite(a), rounded, a)
+
+
+def representable(a: np.ndarray, dtype: str) -> bool:
+    a = np.asarray(a, dtype=np.float64)
+    finite = a[np.isfinite(a)]
+    if dtype == "float64":
+        return True
+    if dtype == "float32":
+        return bool((finite.astype(np.float32).astype(np.float64) == finite).all())
+    if dtype == "bfloat16":
+        return bool((grid(finite) == finite).all())
+    if dtype == "float16":
+        with np.errstate(over="ignore"):
+            return bool((finite.astype(np.float16).astype(np.float64) == finite).all())
+    raise ValueError(dtype)
+
+
+def rng_for(case_id: str) -> np.random.RandomState:
+    return np.random.RandomState(zlib.crc32(case_id.encode()))
+
+
+def logits(rng, shape, scale=1.0):
+    return grid(rng.standard_normal(shape) * scale)
+
+
+def class_targets(rng, shape, num_classes, ignore="none", ignore_index=-100,
+                  dtype=np.int64):
+    """Random class indices; ``ignore`` is "none", "some" (about a quarter) or "all"."""
+    y = rng.randint(0, num_classes, size=shape).astype(np.int64)
+    if ignore == "all":
+        y[...] = ignore_index
+    elif ignore == "some" and y.size:
+        flat = y.reshape(-1)
+        mask = rng.random_sample(flat.size) < 0.25
+        mask[0], mask[-1] = True, False  # at least one ignored, one valid
+        flat[mask] = ignore_index
+    return y.astype(dtype)
+
+
+def class_weights(rng, num_classes, zeros=False):
+    w = grid(rng.uniform(0.25, 4.0, size=num_classes))
+    if zeros:
+        w[rng.random_sample(num_classes) < 0.3] = 0.0
+        w[0] = 0.0
+    return w
+
+
+def probabilities(rng, shape, axis=1):
+    x = rng.standard_normal(shape)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return grid(e / e.sum(axis=axis, keepdims=True))
+
+
+def unit_interval(rng, shape, low=0.02, high=0.98):
+    return grid(rng.uniform(low, high, size=shape))
+
+
+def binary_targets(rng, shape, soft=False):
+    if soft:
+        return grid(rng.uniform(0.0, 1.0, size=shape))
+    return rng.randint(0, 2, size=shape).astype(np.float64)
+
+
+def _grad_output(rng, output: np.ndarray) -> np.ndarray:
+    """The cotangent: random per element for "none", one random scalar otherwise."""
+    if output.ndim == 0:
+        return grid(rng.uniform(0.5, 2.0))
+    return grid(rng.uniform(-2.0, 2.0, size=output.shape))
+
+
+# ----------------------------------------------------------------------------------
+# Definitions, grouped by the part of the spec they cover.
+
+_REDUCTION_CLAUSE = {
+    "cross_entropy": {"none": "CE-NONE", "sum": "CE-SUM", "mean": "CE-MEAN"},
+    "nll_loss": {"none": "CE-NONE", "sum": "CE-SUM", "mean": "CE-MEAN"},
+    "binary_cross_entropy": {"none": "GEN-REDUCTION", "sum": "GEN-REDUCTION",
+                             "mean": "BCE-MEAN"},
+    "binary_cross_entropy_with_logits": {"none": "GEN-REDUCTION", "sum": "GEN-REDUCTION",
+                                         "mean": "BCEL-MEAN"},
+}
+_GRAD_CLAUSE = {
+    "cross_entropy": "GRAD-CE",
+    "nll_loss": "GRAD-NLL",
+    "binary_cross_entropy": "GRAD-BCE",
+    "binary_cross_entropy_with_logits": "GRAD-BCEL",
+}
+_ELEM_CLAUSE = {
+    "cross_entropy": "CE-ELEM",
+    "nll_loss": "NLL-ELEM",
+    "binary_cross_entropy": "BCE-ELEM",
+    "binary_cross_entropy_with_logits": "BCEL-ELEM",
+}
+
+
+def value(case_id, loss, clauses, dtypes=ALL, keep_dtype=(), **args) -> Definition:
+    """A case with an expected value and gradient.
+
+    Besides ``clauses`` it names the element-wise clause, the reduction's clause, the
+    gradient clause and [GEN-RESULT-DTYPE], which every value case checks.
+    """
+    reduction = args.get("reduction", "mean")
+    probability_target = loss == "cross_entropy" and np.asarray(
+        args["target"]).dtype.kind == "f"
+    if probability_target:
+        auto = ["CEP-ELEM", "CEP-MEAN" if reduction == "mean" else "GEN-REDUCTION",
+                "GRAD-CEP"]
+    else:
+        auto = [_ELEM_CLAUSE[loss], _REDUCTION_CLAUSE[loss][reduction], _GRAD_CLAUSE[loss]]
+    named = tuple(dict.fromkeys([*clauses, *auto, "GEN-RESULT-DTYPE"]))
+    return Definition(case_id, loss, named, args, tuple(dtypes), tuple(keep_dtype))
+
+
+def error(case_id, loss, clauses, kind, mentions, dtypes=ALL, **args) -> Definition:
+    """A case whose checked call must raise ``kind`` naming ``mentions``."""
+    return Definition(case_id, loss, tuple(clauses), args, tuple(dtypes), (),
+                      (kind, mentions))
+
+
+def cross_entropy_class_targets() -> Iterator[Definition]:
+    # [CE-ELEM] [CE-WEIGHT] [CE-MEAN] [CE-SUM] [CE-NONE] over a range of class counts.
+    for n, c in ((8, 5), (16, 2), (6, 10), (4, 100), (3, 1000)):
+        for weighted in (False, True):
+            for reduction in REDUCTIONS:
+                cid = f"ce-{'weighted' if weighted else 'unweighted'}-{reduction}-n{n}-c{c}"
+                rng = rng_for(cid)
+                yield value(
+                    cid, "cross_entropy", ["CE-WEIGHT"],
+                    input=logits(rng, (n, c), scale=2.0),
+                    target=class_targets(rng, (n,), c),
+                    weight=class_weights(rng, c) if weighted else None,
+                    reduction=reduction,
+                )
+    # [CE-KDIM]: up to three spatial dimensions, weights and some ignored targets.
+    for spatial in ((3,), (3, 2), (2, 2, 2)):
+        for reduction in REDUCTIONS:
+            cid = f"ce-kdim{len(spatial)}-weighted-ignore-{reduction}"
+            rng = rng_for(cid)
+            yield value(
+                cid, "cross_entropy", ["CE-KDIM", "CE-WEIGHT", "CE-IGNORE"],
+                input=logits(rng, (2, 4) + spatial),
+                target=class_targets(rng, (2,) + spatial, 4, ignore="some"),
+                weight=class_weights(rng, 4),
+                reduction=reduction,
+            )
+    # [CE-UNBATCHED]
+    for reduction in REDUCTIONS:
+        cid = f"ce-unbatched-weighted-{reduction}"
+        rng = rng_for(cid)
+        yield value(cid, "cross_entropy", ["CE-UNBATCHED", "CE-WEIGHT"],
+                    input=logits(rng, (6,)), target=np.int64(4),
+                    weight=class_weights(rng, 6), reduction=reduction)
+    for reduction in ("mean", "sum"):
+        cid = f"ce-unbatched-ignored-{reduction}"
+        rng = rng_for(cid)
+        yield value(cid, "cross_entropy", ["CE-UNBATCHED", "CE-IGNORE", "EDGE-ALL-IGNORED"],
+                    input=logits(rng, (6,)), target=np.int64(-100), reduction=reduction)
+    # [CE-IGNORE] [EDGE-ALL-IGNORED]
+    for pattern in ("some", "all"):
+        for weighted in (False, True):
+            for reduction in REDUCTIONS:
+                cid = f"ce-ignore-{pattern}-{'weighted' if weighted else 'unweighted'}-{reduction}"
+                rng = rng_for(cid)
+                extra = ["EDGE-ALL-IGNORED"] if pattern == "all" else []
+                yield value(
+                    cid, "cross_entropy", ["CE-IGNORE", "CE-WEIGHT", *extra],
+                    input=logits(rng, (10, 7)),
+                    target=class_targets(rng, (10,), 7, ignore=pattern),
+                    weight=class_weights(rng, 7) if weighted else None,
+                    reduction=reduction,
+                )
+    for ignore_index, label in ((-1, "minus1"), (255, "255"), (2, "inside")):
+        for reduction in ("mean", "none"):
+            cid = f"ce-ignore-index-{label}-{reduction}"
+            rng = rng_for(cid)
+            target = class_targets(rng, (12,), 5)
+            if ignore_index == 2:
+                target[:3] = 2  # targets of class 2 are ignored
+            else:
+                target[::4] = ignore_index
+            yield value(cid, "cross_entropy", ["CE-IGNORE", "CE-WEIGHT"],
+                        input=logits(rng, (12, 5)), target=target,
+                        weight=class_weights(rng, 5), ignore_index=ignore_index,
+                        reduction=reduction)
+    # Weights with zeros: those classes contribute nothing, to numerator or denominator.
+    for reduction in REDUCTIONS:
+        cid = f"ce-weight-zeros-ignore-{reduction}"
+        rng = rng_for(cid)
+        yield value(cid, "cross_entropy", ["CE-WEIGHT", "CE-IGNORE"],
+                    input=logits(rng, (20, 6)),
+                    target=class_targets(rng, (20,), 6, ignore="some"),
+                    weight=class_weights(rng, 6, zeros=True), reduction=reduction)
+
+
+def cross_entropy_smoothing() -> Iterator[Definition]:
+    # [CE-SMOOTH] [CE-SMOOTH-MEAN]: weighted smoothing, several eps, every reduction.
+    for eps in (0.1, 0.5, 1.0):
+        for weighted in (False, True):
+            for reduction in REDUCTIONS:
+                cid = (f"ce-smooth{eps}-{'weighted' if weighted else 'unweighted'}"
+                       f"-ignore-{reduction}")
+                rng = rng_for(cid)
+                yield value(
+                    cid, "cross_entropy",
+                    ["CE-SMOOTH", "CE-SMOOTH-MEAN", "CE-IGNORE", "CE-WEIGHT"],
+                    input=logits(rng, (9, 6), scale=2.0),
+                    target=class_targets(rng, (9,), 6, ignore="some"),
+                    weight=class_weights(rng, 6) if weighted else None,
+                    label_smoothing=eps, reduction=reduction,
+                )
+    # The check value of the design notes: mean 0.8878642267961276.
+    for reduction in ("mean", "none"):
+        yield value(
+            f"ce-smooth-worked-example-{reduction}", "cross_entropy",
+            ["CE-SMOOTH", "CE-SMOOTH-MEAN", "CE-IGNORE", "CE-WEIGHT"],
+            input=np.array([[1.0, 2.0, 3.0], [1.0, 0.0, -2.0], [0.5, 0.5, 0.0]]),
+            target=np.array([2, 1, -100]), weight=np.array([1.0, 2.0, 3.0]),
+            label_smoothing=0.2, reduction=reduction,
+        )
+    for reduction in REDUCTIONS:
+        cid = f"ce-smooth-kdim2-weighted-{reduction}"
+        rng = rng_for(cid)
+        yield value(cid, "cross_entropy",
+                    ["CE-SMOOTH", "CE-SMOOTH-MEAN", "CE-KDIM", "CE-WEIGHT", "CE-IGNORE"],
+                    input=logits(rng, (2, 5, 3, 2)),
+                    target=class_targets(rng, (2, 3, 2), 5, ignore="some"),
+                    weight=class_weights(rng, 5), label_smoothing=0.3, reduction=reduction)
+    for reduction in ("mean", "sum"):
+        cid = f"ce-smooth-c1000-weighted-{reduction}"
+        rng = rng_for(cid)
+        yield value(cid, "cross_entropy", ["CE-SMOOTH", "CE-SMOOTH-MEAN", "CE-WEIGHT"],
+                    input=logits(rng, (4, 1000), scale=3.0),
+                    target=class_targets(rng, (4,), 1000),
+                    weight=class_weights(rng, 1000), label_smoothing=0.1,
+                    reduction=reduction)
+
+
+def cross_entropy_probability_targets() -> Iterator[Definition]:
+    # [CEP-ELEM] [CEP-MEAN]
+    for n, c in ((8, 5), (4, 100)):
+        for weighted in (False, True):
+            for reduction in REDUCTIONS:
+                cid = f"cep-{'weighted' if weighted else 'unweighted'}-{reduction}-n{n}-c{c}"
+                rng = rng_for(cid)
+                yield value(cid, "cross_entropy", ["CE-WEIGHT"],
+                            input=logits(rng, (n, c), scale=2.0),
+                            target=probabilities(rng, (n, c)),
+                            weight=class_weights(rng, c) if weighted else None,
+                            reduction=reduction)
+    for eps in (0.1, 0.6):
+        for reduction in REDUCTIONS:
+            cid = f"cep-smooth{eps}-weighted-{reduction}"
+            rng = rng_for(cid)
+            yield value(cid, "cross_entropy", ["CE-WEIGHT"],
+                        input=logits(rng, (7, 4)), target=probabilities(rng, (7, 4)),
+                        weight=class_weights(rng, 4), label_smoothing=eps,
+                        reduction=reduction)
+    for spatial in ((3,), (2, 2)):
+        for reduction in ("mean", "none"):
+            cid = f"cep-kdim{len(spatial)}-weighted-{reduction}"
+            rng = rng_for(cid)
+            yield value(cid, "cross_entropy", ["CE-KDIM", "CE-WEIGHT"],
+                        input=logits(rng, (2, 4) + spatial),
+                        target=probabilities(rng, (2, 4) + spatial),
+                        weight=class_weights(rng, 4), reduction=reduction)
+    for reduction in ("mean", "none"):
+        cid = f"cep-unbatched-{reduction}"
+        rng = rng_for(cid)
+        yield value(cid, "cross_entropy", ["CE-UNBATCHED"],
+                    input=logits(rng, (5,)), target=probabilities(rng, (5,), axis=0),
+                    reduction=reduction)
+    cid = "cep-soft-unnormalised-weighted-mean"
+    rng = rng_for(cid)
+    yield value(cid, "cross_entropy", ["CE-WEIGHT"],
+                input=logits(rng, (6, 3)), target=grid(rng.uniform(0, 2, (6, 3))),
+                weight=class_weights(rng, 3), reduction="mean")
+
+
+def nll() -> Iterator[Definition]:
+    for n, c in ((8, 5), (4, 100)):
+        for weighted in (False, True):
+            for reduction in REDUCTIONS:
+                cid = f"nll-{'weighted' if weighted else 'unweighted'}-{reduction}-n{n}-c{c}"
+                rng = rng_for(cid)
+                yield value(cid, "nll_loss", ["CE-WEIGHT"],
+                            input=logits(rng, (n, c), scale=3.0),
+                            target=class_targets(rng, (n,), c),
+                            weight=class_weights(rng, c) if weighted else None,
+                            reduction=reduction)
+    for reduction in REDUCTIONS:
+        cid = f"nll-kdim2-weighted-ignore-{reduction}"
+        rng = rng_for(cid)
+        yield value(cid, "nll_loss", ["CE-KDIM", "CE-WEIGHT", "CE-IGNORE"],
+                    input=logits(rng, (3, 4, 2, 2)),
+                    target=class_targets(rng, (3, 2, 2), 4, ignore="some"),
+                    weight=class_weights(rng, 4), reduction=reduction)
+    for reduction in ("mean", "none"):
+        cid = f"nll-unbatched-{reduction}"
+        rng = rng_for(cid)
+        yield value(cid, "nll_loss", ["CE-UNBATCHED", "CE-WEIGHT"],
+                    input=logits(rng, (4,)), target=np.int64(1),
+                    weight=class_weights(rng, 4), reduction=reduction)
+    for pattern in ("some", "all"):
+        for reduction in REDUCTIONS:
+            cid = f"nll-ignore-{pattern}-weighted-{reduction}"
+            rng = rng_for(cid)
+            extra = ["EDGE-ALL-IGNORED"] if pattern == "all" else []
+            yield value(cid, "nll_loss", ["CE-IGNORE", "CE-WEIGHT", *extra],
+                        input=logits(rng, (10, 4)),
+                        target=class_targets(rng, (10,), 4, ignore=pattern),
+                        weight=class_weights(rng, 4), reduction=reduction)
+    cid = "nll-ignore-index-inside-mean"
+    rng = rng_for(cid)
+    target = class_targets(rng, (8,), 3)
+    target[:2] = 0
+    yield value(cid, "nll_loss", ["CE-IGNORE"], input=logits(rng, (8, 3)), target=target,
+                ignore_index=0, reduction="mean")
+
+
+def binary() -> Iterator[Definition]:
+    # [BCE-ELEM] [BCE-WEIGHT] [BCE-MEAN] and the same for the logits version.
+    weight_shapes = {"none": None, "last": (4,), "rows": (6, 1), "full": (6, 4)}
+    for wname, wshape in weight_shapes.items():
+        for reduction in REDUCTIONS:
+            cid = f"bce-weight-{wname}-{reduction}"
+            rng = rng_for(cid)
+            yield value(cid, "binary_cross_entropy", ["BCE-WEIGHT", "BCE-TARGET"],
+                        input=unit_interval(rng, (6, 4)),
+                        target=binary_targets(rng, (6, 4), soft=wname == "rows"),
+                        weight=None if wshape is None else class_weights(rng, wshape),
+                        reduction=reduction)
+    for pname, pshape in {"none": None, "last": (4,), "rows": (6, 1), "scalar": (1,)}.items():
+        for wname in ("none", "last"):
+            for reduction in REDUCTIONS:
+                cid = f"bcel-pos-{pname}-weight-{wname}-{reduction}"
+                rng = rng_for(cid)
+                yield value(
+                    cid, "binary_cross_entropy_with_logits",
+                    ["BCEL-POS-WEIGHT", "BCEL-WEIGHT"],
+                    input=logits(rng, (6, 4), scale=3.0),
+                    target=binary_targets(rng, (6, 4), soft=pname == "rows"),
+                    weight=None if wname == "none" else class_weights(rng, (4,)),
+                    pos_weight=None if pshape is None else class_weights(rng, pshape),
+                    reduction=reduction,
+                )
+    # Square logits, so that pos_weight on the wrong axis still broadcasts but is wrong.
+    for reduction in ("mean", "none"):
+        cid = f"bcel-square-pos-last-{reduction}"
+        rng = rng_for(cid)
+        yield value(cid, "binary_cross_entropy_with_logits", ["BCEL-POS-WEIGHT"],
+                    input=logits(rng, (4, 4), scale=2.0), target=binary_targets(rng, (4, 4)),
+                    pos_weight=grid(np.array([0.25, 1.0, 4.0, 16.0])), reduction=reduction)
+    for reduction in ("mean", "none"):
+        cid = f"bce-kdim-{reduction}"
+        rng = rng_for(cid)
+        yield value(cid, "binary_cross_entropy", ["BCE-WEIGHT"],
+                    input=unit_interval(rng, (2, 3, 4)),
+                    target=binary_targets(rng, (2, 3, 4)),
+                    weight=class_weights(rng, (3, 1)), reduction=reduction)
+        cid = f"bcel-multilabel-3d-pos-last-{reduction}"
+        rng = rng_for(cid)
+        yield value(cid, "binary_cross_entropy_with_logits", ["BCEL-POS-WEIGHT"],
+                    input=logits(rng, (2, 3, 5), scale=2.0),
+                    target=binary_targets(rng, (2, 3, 5)),
+                    pos_weight=class_weights(rng, (5,)), reduction=reduction)
+    # [BCE-CLAMP]: probabilities exactly 0 and 1 give 100 per element, not inf.
+    for reduction in REDUCTIONS:
+        yield value(f"bce-clamp-exact-01-{reduction}", "binary_cross_entropy",
+                    ["BCE-CLAMP", "GRAD-BCE"],
+                    input=np.array([0.0, 1.0, 0.0, 1.0, 0.5]),
+                    target=np.array([1.0, 0.0, 0.0, 1.0, 0.25]),
+                    weight=np.array([1.0, 2.0, 0.5, 1.5, 1.0]), reduction=reduction)
+    # Near 0 and 1: the clamp at -100 and the gradient's 1e-12 guard (float64 only).
+    yield value("bce-clamp-near-01-none", "binary_cross_entropy", ["BCE-CLAMP", "GRAD-BCE"],
+                dtypes=("float64",),
+                input=np.array([1e-50, 1e-30, 1e-13, 1 - 1e-13, 1 - 1e-6, 1e-6]),
+                target=np.array([1.0, 1.0, 1.0, 0.0, 0.0, 1.0]), reduction="none")
+    yield value("bce-scalar-input-sum", "binary_cross_entropy", [],
+                input=np.float64(0.375), target=np.float64(1.0), reduction="sum")
+    # Integer and boolean 0/1 targets [BCE-TARGET].
+    for dtype in ("int64", "bool"):
+        cid = f"bce-target-{dtype}-mean"
+        rng = rng_for(cid)
+        yield value(cid, "binary_cross_entropy", ["BCE-TARGET"],
+                    input=unit_interval(rng, (5, 3)),
+                    target=rng.randint(0, 2, (5, 3)).astype(dtype), reduction="mean")
+        cid = f"bcel-target-{dtype}-mean"
+        rng = rng_for(cid)
+        yield value(cid, "binary_cross_entropy_with_logits", ["BCE-TARGET"],
+                    input=logits(rng, (5, 3)),
+                    target=rng.randint(0, 2, (5, 3)).astype(dtype),
+                    pos_weight=class_weights(rng, (3,)), reduction="mean")
+    # [EDGE-LARGE-LOGITS] [BCEL-NONFINITE]
+    for reduction in ("none", "mean"):
+        cid = f"bcel-large-logits-{reduction}"
+        rng = rng_for(cid)
+        yield value(cid, "binary_cross_entropy_with_logits",
+                    ["EDGE-LARGE-LOGITS", "BCEL-POS-WEIGHT"],
+                    input=grid(np.array([[1e4, -1e4, 80.0], [-80.0, 3e4, -3e4]])),
+                    target=np.array([[0.0, 1.0, 1.0], [0.0, 1.0, 0.0]]),
+                    pos_weight=np.array([3.0, 0.5, 2.0]), reduction=reduction)
+    yield value("bcel-infinite-logits-none", "binary_cross_entropy_with_logits",
+                ["BCEL-NONFINITE"],
+                input=np.array([INF, -INF, INF, -INF, 0.0]),
+                target=np.array([1.0, 0.0, 0.0, 1.0, 1.0]), reduction="none")
+
+
+def edge_cases() -> Iterator[Definition]:
+    # [EDGE-EMPTY]
+    for reduction in REDUCTIONS:
+        yield value(f"ce-empty-batch-{reduction}", "cross_entropy", ["EDGE-EMPTY"],
+                    input=np.zeros((0, 4)), target=np.zeros((0,), np.int64),
+                    weight=np.array([1.0, 2.0, 3.0, 4.0]), reduction=reduction)
+        yield value(f"ce-empty-spatial-{reduction}", "cross_entropy",
+                    ["EDGE-EMPTY", "CE-KDIM"],
+                    input=np.zeros((2, 3, 0)), target=np.zeros((2, 0), np.int64),
+                    reduction=reduction)
+        yield value(f"nll-empty-batch-{reduction}", "nll_loss", ["EDGE-EMPTY"],
+                    input=np.zeros((0, 3)), target=np.zeros((0,), np.int64),
+                    reduction=reduction)
+        yield value(f"bce-empty-{reduction}", "binary_cross_entropy", ["EDGE-EMPTY"],
+                    input=np.zeros((0, 2)), target=np.zeros((0, 2)), reduction=reduction)
+        yield value(f"bcel-empty-{reduction}", "binary_cross_entropy_with_logits",
+                    ["EDGE-EMPTY", "BCEL-POS-WEIGHT"],
+                    input=np.zeros((0, 2)), target=np.zeros((0, 2)),
+                    pos_weight=np.array([2.0, 0.5]), reduction=reduction)
+    yield value("cep-empty-batch-mean", "cross_entropy", ["EDGE-EMPTY"],
+                input=np.zeros((0, 3)), target=np.zeros((0, 3)), reduction="mean")
+    # [EDGE-ZERO-WEIGHT-SUM]
+    zero_classes = np.array([0.0, 0.0, 2.0])
+    for reduction in ("mean", "sum"):
+        for eps in (0.0, 0.25):
+            cid = f"ce-zero-weight-sum-smooth{eps}-{reduction}"
+            rng = rng_for(cid)
+            yield value(cid, "cross_entropy", ["EDGE-ZERO-WEIGHT-SUM", "CE-WEIGHT",
+                                               "CE-IGNORE"],
+                        input=logits(rng, (5, 3)),
+                        target=np.array([0, 1, -100, 1, 0]), weight=zero_classes,
+                        label_smoothing=eps, reduction=reduction)
+        cid = f"nll-zero-weight-sum-{reduction}"
+        rng = rng_for(cid)
+        yield value(cid, "nll_loss", ["EDGE-ZERO-WEIGHT-SUM", "CE-IGNORE"],
+                    input=logits(rng, (4, 3)), target=np.array([1, -100, 0, 1]),
+                    weight=zero_classes, reduction=reduction)
+    # [EDGE-LARGE-LOGITS]
+    for c in (3, 50):
+        for reduction in REDUCTIONS:
+            for eps in (0.0, 0.2):
+                cid = f"ce-large-logits-c{c}-smooth{eps}-{reduction}"
+                rng = rng_for(cid)
+                extra = ["CE-SMOOTH", "CE-SMOOTH-MEAN"] if eps else []
+                yield value(cid, "cross_entropy",
+                            ["EDGE-LARGE-LOGITS", "CE-WEIGHT", *extra],
+                            input=logits(rng, (6, c), scale=1e4),
+                            target=class_targets(rng, (6,), c),
+                            weight=class_weights(rng, c), label_smoothing=eps,
+                            reduction=reduction)
+    # [EDGE-INF-LOGITS]
+    finite = [0.5, -1.0, 2.0]
+    rows = np.array([
+        [-INF, 0.5, 1.0],   # -inf at a non-target class
+        [-INF, 0.5, 1.0],   # -inf at the target
+        [INF, 0.5, 1.0],    # +inf: NaN
+        [-INF, -INF, -INF],  # all -inf: NaN
+        finite,
+    ])
+    for eps in (0.0, 0.1):
+        for reduction in ("none", "sum"):
+            yield value(f"ce-inf-logits-smooth{eps}-{reduction}", "cross_entropy",
+                        ["EDGE-INF-LOGITS"] + (["CE-SMOOTH"] if eps else []),
+                        input=rows, target=np.array([2, 0, 1, 1, 0]),
+                        weight=np.array([1.0, 2.0, 0.5]), label_smoothing=eps,
+                        reduction=reduction)
+    yield value("ce-inf-nontarget-only-mean", "cross_entropy", ["EDGE-INF-LOGITS"],
+                input=np.array([[-INF, 0.5, 1.0], [2.0, -INF, -INF], finite]),
+                target=np.array([2, 0, 1]), reduction="mean")
+    # [CE-IGNORE-NONFINITE]: ignored rows with +inf or all -inf logits change nothing.
+    for reduction in REDUCTIONS:
+        for eps in (0.0, 0.1):
+            yield value(f"ce-ignored-nonfinite-rows-smooth{eps}-{reduction}",
+                        "cross_entropy",
+                        ["CE-IGNORE-NONFINITE", "CE-IGNORE"] + (["CE-SMOOTH"] if eps else []),
+                        input=np.array([[INF, 0.0, 1.0], [-INF, -INF, -INF], finite,
+                                        [1.0, 0.0, -1.0]]),
+                        target=np.array([-100, -100, 1, 0]),
+                        weight=np.array([1.0, 2.0, 0.5]), label_smoothing=eps,
+                        reduction=reduction)
+
+
+def dtype_rules() -> Iterator[Definition]:
+    # [GEN-INT-TARGET]: every integer dtype holds class indices.
+    for dtype, ignore_index in (("int8", -100), ("int16", -100), ("int32", -100),
+                                ("uint8", 255), ("uint16", 255), ("uint32", 7),
+                                ("uint64", 7), ("int64", -100)):
+        cid = f"ce-target-{dtype}-mean"
+        rng = rng_for(cid)
+        target = class_targets(rng, (9,), 5)
+        target[1] = ignore_index
+        yield value(cid, "cross_entropy", ["GEN-INT-TARGET", "CE-IGNORE", "CE-WEIGHT"],
+                    input=logits(rng, (9, 5)), target=target.astype(dtype),
+                    weight=class_weights(rng, 5), ignore_index=ignore_index,
+                    reduction="mean")
+    for dtype in ("int32", "uint8"):
+        cid = f"nll-target-{dtype}-sum"
+        rng = rng_for(cid)
+        yield value(cid, "nll_loss", ["GEN-INT-TARGET"],
+                    input=logits(rng, (6, 4)),
+                    target=class_targets(rng, (6,), 4, dtype=dtype), reduction="sum")
+    # [GEN-PARAM-DTYPE]: float64 weights with inputs of any dtype.
+    cid = "ce-weight-float64-with-any-input-mean"
+    rng = rng_for(cid)
+    yield value(cid, "cross_entropy", ["GEN-PARAM-DTYPE", "CE-WEIGHT"],
+                keep_dtype=("weight",),
+                input=logits(rng, (8, 4)), target=class_targets(rng, (8,), 4),
+                weight=np.array([0.1, 1.3, 2.7, 0.3]), reduction="mean")
+    cid = "bcel-pos-weight-float64-with-any-input-sum"
+    rng = rng_for(cid)
+    yield value(cid, "binary_cross_entropy_with_logits", ["GEN-PARAM-DTYPE", "BCEL-POS-WEIGHT"],
+                keep_dtype=("pos_weight", "weight"),
+                input=logits(rng, (4, 3)), target=binary_targets(rng, (4, 3)),
+                weight=np.array([0.7, 1.1, 0.9]), pos_weight=np.array([2.2, 0.3, 5.1]),
+                reduction="sum")
+    # [GEN-HALF]: long reductions that half-precision accumulation would get wrong.
+    for reduction in ("mean", "sum"):
+        cid = f"ce-long-reduction-weighted-{reduction}"
+        rng = rng_for(cid)
+        yield value(cid, "cross_entropy", ["GEN-HALF", "CE-WEIGHT", "CE-IGNORE"],
+                    input=logits(rng, (4096, 3), scale=2.0),
+                    target=class_targets(rng, (4096,), 3, ignore="some"),
+                    weight=class_weights(rng, 3), reduction=reduction)
+        cid = f"bcel-long-reduction-{reduction}"
+        rng = rng_for(cid)
+        yield value(cid, "binary_cross_entropy_with_logits", ["GEN-HALF"],
+                    input=logits(rng, (2048, 2)), target=binary_targets(rng, (2048, 2)),
+                    reduction=reduction)
+    cid = "ce-wide-rows-half-mean"
+    rng = rng_for(cid)
+    yield value(cid, "cross_entropy", ["GEN-HALF", "CE-SMOOTH", "CE-SMOOTH-MEAN"],
+                input=logits(rng, (8, 1000), scale=2.0),
+                target=class_targets(rng, (8,), 1000), label_smoothing=0.1,
+                reduction="mean")
+
+
+def warnings_() -> Iterator[Definition]:
+    # [WARN-PROBABILITY-INPUT]: softmax output passed as logits warns, and still computes.
+    cid = "ce-warn-softmax-input-mean"
+    rng = rng_for(cid)
+    probs = np.array([[0.25, 0.75, 0.0], [0.5, 0.25, 0.25], [0.125, 0.125, 0.75]])
+    yield value(cid, "cross_entropy", ["WARN-PROBABILITY-INPUT"], input=probs,
+                target=np.array([1, 0, 2]), reduction="mean")
+    yield value("ce-warn-softmax-input-prob-target-none", "cross_entropy",
+                ["WARN-PROBABILITY-INPUT"], input=probs,
+                target=np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
+                reduction="none")
+    # One row that is not a probability vector: no warning.
+    yield value("ce-no-warn-one-row-off-mean", "cross_entropy", ["WARN-PROBABILITY-INPUT"],
+                input=np.array([[0.25, 0.75, 0.0], [0.5, 0.25, 0.5]]),
+                target=np.array([1, 0]), reduction="mean")
+
+
+def errors() -> Iterator[Definition]:
+    x = grid(rng_for("errors").standard_normal((3, 4)))
+    y = np.array([0, 3, 1])
+    p = np.array([[0.25, 0.5], [0.75, 0.125]])
+    t = np.array([[1.0, 0.0], [0.0, 1.0]])
+    for loss, inp, tgt in (("cross_entropy", x, y), ("nll_loss", x, y),
+                           ("binary_cross_entropy", p, t),
+                           ("binary_cross_entropy_with_logits", p, t)):
+        tag = {"cross_entropy": "ce", "nll_loss": "nll", "binary_cross_entropy": "bce",
+               "binary_cross_entropy_with_logits": "bcel"}[loss]
+        yield error(f"{tag}-error-unknown-reduction", loss,
+                    ["ERR-REDUCTION", "GEN-REDUCTION", "TRACE-STATIC"], "ValueError",
+                    "reduction", input=inp, target=tgt, reduction="average")
+        yield error(f"{tag}-error-integer-input", loss, ["ERR-INPUT-DTYPE", "TRACE-STATIC"],
+                    "TypeError", "input", input=np.array([[1, 2], [3, 4]]) if tag in (
+                        "bce", "bcel") else np.array([[1, 2, 3, 4]] * 3), target=tgt)
+    for loss in ("cross_entropy", "nll_loss"):
+        tag = "ce" if loss == "cross_entropy" else "nll"
+        yield error(f"{tag}-error-target-too-large", loss,
+                    ["ERR-TARGET-RANGE", "TRACE-TARGET-RANGE"], "ValueError", "target",
+                    input=x, target=np.array([0, 4, 1]),
+                    weight=np.array([1.0, 2.0, 3.0, 4.0]), reduction="sum")
+        yield error(f"{tag}-error-target-minus1-mean", loss,
+                    ["ERR-TARGET-RANGE", "TRACE-TARGET-RANGE"], "ValueError", "target",
+                    input=x, target=np.array([0, -1, 1]), reduction="mean")
+        yield error(f"{tag}-error-target-minus1-none", loss,
+                    ["ERR-TARGET-RANGE", "TRACE-TARGET-RANGE"], "ValueError", "target",
+                    input=x, target=np.array([0, -1, 1]), reduction="none")
+        yield error(f"{tag}-error-weight-length", loss,
+                    ["ERR-WEIGHT-SHAPE", "CE-WEIGHT", "TRACE-STATIC"], "ValueError",
+                    "weight", input=x, target=y, weight=np.array([1.0, 2.0, 3.0]))
+        yield error(f"{tag}-error-weight-2d", loss, ["ERR-WEIGHT-SHAPE", "TRACE-STATIC"],
+                    "ValueError", "weight", input=x, target=y, weight=np.ones((4, 1)))
+        yield error(f"{tag}-error-target-shape", loss, ["ERR-TARGET-SHAPE", "TRACE-STATIC"],
+                    "ValueError", "target", input=x, target=np.array([[0, 3, 1]]))
+        yield error(f"{tag}-error-kdim-target-shape", loss,
+                    ["ERR-TARGET-SHAPE", "CE-KDIM", "TRACE-STATIC"], "ValueError", "target",
+                    input=grid(np.ones((2, 3, 4))), target=np.array([0, 2]))
+        yield error(f"{tag}-error-bool-target", loss, ["ERR-TARGET-DTYPE", "TRACE-STATIC"],
+                    "TypeError", "target", input=x, target=np.array([True, False, True]))
+        yield error(f"{tag}-error-0d-input", loss, ["ERR-INPUT-RANK", "TRACE-STATIC"],
+                    "ValueError", "input", input=np.float64(1.5), target=np.int64(0))
+    yield error("nll-error-float-target", "nll_loss", ["ERR-TARGET-DTYPE", "TRACE-STATIC"],
+                "TypeError", "target", input=x, target=np.array([0.0, 3.0, 1.0]))
+    for eps in (1.5, -0.1):
+        yield error(f"ce-error-smoothing-{eps}", "cross_entropy",
+                    ["ERR-SMOOTHING", "TRACE-STATIC"], "ValueError", "label_smoothing",
+                    input=x, target=y, label_smoothing=eps)
+    probs = probabilities(rng_for("errors-cep"), (3, 4))
+    yield error("cep-error-ignore-index", "cross_entropy",
+                ["ERR-PROB-IGNORE", "CEP-NO-IGNORE", "TRACE-STATIC"], "ValueError",
+                "ignore_index", input=x, target=probs, ignore_index=0)
+    yield error("cep-error-target-shape", "cross_entropy", ["ERR-TARGET-SHAPE", "TRACE-STATIC"],
+                "ValueError", "target", input=x, target=probs[:, :3])
+    for label, bad in (("negative", -0.25), ("above-one", 1.5), ("nan", np.nan)):
+        yield error(f"bce-error-input-{label}", "binary_cross_entropy",
+                    ["ERR-BCE-RANGE", "TRACE-BCE-RANGE"], "ValueError", "input",
+                    input=np.array([[0.25, bad], [0.75, 0.125]]), target=t,
+                    reduction="mean")
+    yield error("bce-error-input-above-one-none", "binary_cross_entropy",
+                ["ERR-BCE-RANGE", "TRACE-BCE-RANGE"], "ValueError", "input",
+                input=np.array([[0.25, 1.5], [0.75, 0.125]]), target=t, reduction="none")
+    yield error("bce-error-target-above-one", "binary_cross_entropy",
+                ["ERR-BCE-TARGET-RANGE", "TRACE-BCE-RANGE", "BCE-TARGET"], "ValueError",
+                "target", input=p, target=np.array([[1.0, 2.0], [0.0, 1.0]]),
+                reduction="sum")
+    for loss, tag in (("binary_cross_entropy", "bce"),
+                      ("binary_cross_entropy_with_logits", "bcel")):
+        yield error(f"{tag}-error-target-shape", loss, ["ERR-TARGET-SHAPE", "TRACE-STATIC"],
+                    "ValueError", "target", input=p, target=np.array([1.0, 0.0]))
+        yield error(f"{tag}-error-weight-enlarges", loss,
+                    ["ERR-BCE-WEIGHT-SHAPE", "TRACE-STATIC"], "ValueError", "weight",
+                    input=p[0], target=t[0], weight=np.ones((2, 2)))
+        yield error(f"{tag}-error-weight-mismatch", loss,
+                    ["ERR-BCE-WEIGHT-SHAPE", "TRACE-STATIC"], "ValueError", "weight",
+                    input=p, target=t, weight=np.ones(3))
+    x23 = grid(rng_for("errors-bcel").standard_normal((2, 3)))
+    yield error("bcel-error-pos-weight-batch-length", "binary_cross_entropy_with_logits",
+                ["ERR-POS-WEIGHT-SHAPE", "BCEL-POS-WEIGHT", "TRACE-STATIC"], "ValueError",
+                "pos_weight", input=x23, target=np.ones((2, 3)), pos_weight=np.ones(2))
+    yield error("bcel-error-pos-weight-enlarges", "binary_cross_entropy_with_logits",
+                ["ERR-POS-WEIGHT-SHAPE", "TRACE-STATIC"], "ValueError", "pos_weight",
+                input=x23[0], target=np.ones(3), pos_weight=np.ones((2, 3)))
+
+
+GROUPS: tuple[Callable[[], Iterator[Definition]], ...] = (
+    cross_entropy_class_targets,
+    cross_entropy_smoothing,
+    cross_entropy_probability_targets,
+    nll,
+    binary,
+    edge_cases,
+    dtype_rules,
+    warnings_,
+    errors,
+)
+
+
+def definitions() -> list[Definition]:
+    return [d for group in GROUPS for d in group()]
+
+
+# ----------------------------------------------------------------------------------
+# Definitions -> golden cases, through the reference.
+
+_ERRORS = {"ValueError": ValueError, "TypeError": TypeError}
+
+
+def _call(fn, args, **extra):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = fn(**args, **extra)
+    return np.asarray(out, dtype=np.float64), caught
+
+
+def realize(d: Definition) -> Case:
+    """Run the reference on one definition."""
+    fn, grad_fn = LOSSES[d.loss]
+    rng = rng_for(d.id + "/grad_output")
+    grad_output = None
+    if d.error:
+        kind, mentions = d.error
+        try:
+            fn(**d.args)
+        except (ValueError, TypeError) as exc:
+            if type(exc).__name__ != kind or mentions not in str(exc):
+                raise GenerationError(f"{d.id}: reference raised {exc!r}, expected {kind} "
+                                      f"naming {mentions!r}") from exc
+        else:
+            raise GenerationError(f"{d.id}: reference did not raise {kind}")
+        try:
+            output, _ = _call(fn, d.args, checked=False)
+        except (ValueError, TypeError):
+            traced = "error"
+        else:
+            grad_output = _grad_output(rng, output)
+            grad = grad_fn(**d.args, grad_output=grad_output, checked=False)
+            traced = {"output": output, "grad_input": np.asarray(grad, np.float64)}
+        expected = {"error": kind, "mentions": mentions, "traced": traced}
+    else:
+        output, caught = _call(fn, d.args)
+        grad_output = _grad_output(rng, output)
+        grad, _ = _call(grad_fn, d.args, grad_output=grad_output)
+        expected = {"output": output, "grad_input": grad}
+        expected.update(_exact_zeros(d))
+        names = {type(w.message).__name__ for w in caught}
+        if names - {"ProbabilityInputWarning"}:
+            raise GenerationError(f"{d.id}: the reference warned {names}")
+        if names:
+            expected["warns"] = names.pop()
+    args = {k: np.asarray(v) if isinstance(v, (np.ndarray, np.generic)) else v
+            for k, v in d.args.items() if v is not None}
+    case = Case(d.id, d.loss, list(d.clauses), [], args, list(d.keep_dtype), grad_output,
+                expected)
+    case.dtypes = [dt for dt in d.dtypes if _fits(case, dt)]
+    if not case.dtypes:
+        raise GenerationError(f"{d.id}: fits none of the dtypes {d.dtypes}")
+    return case
+
+
+def _exact_zeros(d: Definition) -> dict:
+    """Positions [CE-IGNORE] makes exactly zero: ignored elements and their gradient rows."""
+    target = np.asarray(d.args.get("target"))
+    if d.loss not in ("cross_entropy", "nll_loss") or target.dtype.kind not in "iu":
+        return {}
+    ignored = target == d.args.get("ignore_index", -100)
+    if not ignored.any():
+        return {}
+    zeros = {}
+    if d.args.get("reduction", "mean") == "none":
+        zeros["zero_output"] = ignored
+    x = np.asarray(d.args["input"])
+    rows = ignored[None] if x.ndim == 1 else np.expand_dims(ignored, 1)
+    zeros["zero_grad"] = np.broadcast_to(rows, x.shape).copy()
+    return zeros
+
+
+def _fits(case: Case, dtype: str) -> bool:
+    """Every input that is converted to ``dtype`` is exact there; float16 does not overflow."""
+    arrays = [v for k, v in case.args.items() if isinstance(v, np.ndarray)
+              and k not in case.keep_dtype and v.dtype.kind == "f"]
+    if case.grad_output is not None:
+        arrays.append(case.grad_output)
+    if not all(representable(a, dtype) for a in arrays):
+        return False
+    if dtype == "float16":
+        results = [v for k, v in case.expected.items() if k in ("output", "grad_input")]
+        traced = case.expected.get("traced")
+        if isinstance(traced, dict):
+            results += list(traced.values())
+        for r in results:
+            finite = np.abs(r[np.isfinite(r)])
+            if finite.size and finite.max() > FLOAT16_MAX / 2:
+                return False
+    return True
+
+
+def build() -> dict[str, list[Case]]:
+    """All golden cases, by loss."""
+    by_loss: dict[str, list[Case]] = {loss: [] for loss in LOSSES}
+    for d in definitions():
+        by_loss[d.loss].append(realize(d))
+    return by_loss
