@@ -1,0 +1,103 @@
+"""Adapters: one small module per implementation under test.
+
+An adapter turns a golden case into a call of its implementation and hands back NumPy
+float64 results; all comparison logic lives in :mod:`conformance.runner`. It declares:
+
+* ``losses``: the losses it implements (others are n/a);
+* ``dtypes``: the dtypes it runs (others are n/a);
+* ``exact_errors``: whether errors must be ValueError/TypeError naming the argument (wce's
+  own implementations), or any exception counts as raising (peers);
+* ``traced``: whether it also runs every case traced (under jit), checking spec section 11;
+* ``gradients``: whether it returns the gradient with respect to input;
+* ``deviations``: clause id -> reason, where the spec says this implementation differs
+  on purpose; a case that fails on such a clause is reported as a documented deviation;
+* ``unsupported(case)``: a reason the case is n/a, or None.
+
+``call(case, dtype, traced)`` runs the loss and returns an :class:`Outcome`, with the
+gradient when the case has a ``grad_output``; it lets the implementation's exceptions
+through, and must raise nothing of its own (for peers any exception counts as raising).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any
+
+import numpy as np
+
+from conformance.golden import Case
+
+KNOWN = {
+    "reference": "conformance.adapters.reference",
+    "torch": "conformance.adapters.torch_nn",
+    "wce_jax": "conformance.adapters.wce_jax",
+    "wce_torch": "conformance.adapters.wce_torch",
+    "optax": "conformance.adapters.optax",
+    "keras": "conformance.adapters.keras",
+    "onnxruntime": "conformance.adapters.onnxruntime",
+}
+OWN = ("reference", "torch")  # the default run
+ALL_LOSSES = frozenset({"cross_entropy", "nll_loss", "binary_cross_entropy",
+                        "binary_cross_entropy_with_logits"})
+
+
+@dataclasses.dataclass
+class Outcome:
+    output: np.ndarray
+    grad_input: np.ndarray | None
+    output_dtype: str
+    grad_dtype: str | None
+
+
+class Adapter:
+    name = "?"
+    description = ""
+    losses: frozenset[str] = ALL_LOSSES
+    dtypes: tuple[str, ...] = ("float64", "float32", "bfloat16", "float16")
+    exact_errors = False
+    traced = False
+    gradients = True  # returns the gradient with respect to input
+    deviations: dict[str, str] = {}
+
+    def unsupported(self, case: Case) -> str | None:
+        return None
+
+    def call(self, case: Case, dtype: str, traced: bool) -> Outcome:
+        raise NotImplementedError
+
+
+class UnknownImplementation(ValueError):
+    pass
+
+
+class Unavailable(RuntimeError):
+    """The implementation's package is not installed."""
+
+
+def load(name: str) -> Adapter:
+    if name not in KNOWN:
+        raise UnknownImplementation(
+            f"unknown implementation {name!r}; known: {', '.join(KNOWN)}"
+        )
+    try:
+        module = importlib.import_module(KNOWN[name])
+    except ImportError as exc:
+        raise Unavailable(f"{name}: cannot import ({exc}); install its extra, see README") from exc
+    return module.ADAPTER
+
+
+def split_args(case: Case, dtype: str, convert) -> dict[str, Any]:
+    """The case's keyword arguments, arrays passed through ``convert(array, dtype)``.
+
+    Floating arrays are converted to the run ``dtype`` unless the case keeps their own
+    dtype; integer and boolean arrays keep theirs; Python scalars pass unchanged.
+    """
+    out = {}
+    for key, value in case.args.items():
+        if isinstance(value, np.ndarray):
+            keep = value.dtype.kind != "f" or key in case.keep_dtype
+            out[key] = convert(value, str(value.dtype) if keep else dtype)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,271 @@
+"""Run golden cases against implementations and report, case by case and clause by clause."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import traceback
+import warnings
+from collections import Counter, defaultdict
+from typing import Iterable, TextIO
+
+import numpy as np
+
+from conformance import spec
+from conformance.adapters import Adapter
+from conformance.compare import Comparison, compare
+from conformance.golden import Case
+
+PASS, FAIL, DEVIATES, NA = "pass", "FAIL", "deviates", "n/a"
+
+
+@dataclasses.dataclass
+class Record:
+    case: str
+    impl: str
+    dtype: str
+    status: str
+    clauses: list[str]
+    loss_abs: float | None = None
+    loss_rel: float | None = None
+    grad_abs: float | None = None
+    grad_rel: float | None = None
+    detail: str = ""
+
+    def to_json(self) -> dict:
+        obj = dataclasses.asdict(self)
+        for key in ("loss_abs", "loss_rel", "grad_abs", "grad_rel"):
+            if obj[key] is not None and not math.isfinite(obj[key]):
+                obj[key] = str(obj[key])
+        return obj
+
+
+class _Check:
+    """Collects the problems and the largest errors of one case across modes."""
+
+    def __init__(self):
+        self.problems: list[str] = []
+        self.errors = {"loss": (None, None), "grad": (None, None)}
+
+    def note(self, what: str, mode: str, comparison: Comparison):
+        abs_err, rel_err = self.errors[what]
+        self.errors[what] = (_max(abs_err, comparison.abs_err), _max(rel_err, comparison.rel_err))
+        if not comparison.ok:
+            self.problems.append(f"{mode} {what}: {comparison.reason}")
+
+
+def _max(a, b):
+    return b if a is None else max(a, b)
+
+
+def _describe(exc: BaseException) -> str:
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" ({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})" if frame else ""
+    message = " ".join(str(exc).split())
+    if len(message) > 160:
+        message = message[:157] + "..."
+    return f"raised {type(exc).__name__}: {message}{where}"
+
+
+def _call(adapter: Adapter, case: Case, dtype: str, traced: bool):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outcome = adapter.call(case, dtype, traced)
+    return outcome, [type(w.message).__name__ for w in caught]
+
+
+def _check_values(check: _Check, adapter, case, dtype, mode, outcome, want, zeros=True):
+    check.note("loss", mode, compare(outcome.output, want["output"], dtype,
+                                     want.get("zero_output") if zeros else None))
+    if outcome.output_dtype != dtype:
+        check.problems.append(f"{mode} loss: dtype {outcome.output_dtype}, expected {dtype}")
+    if not adapter.gradients:
+        return
+    if outcome.grad_input is None:
+        check.problems.append(f"{mode}: no gradient with respect to input")
+        return
+    check.note("grad", mode, compare(outcome.grad_input, want["grad_input"], dtype,
+                                     want.get("zero_grad") if zeros else None))
+    if outcome.grad_dtype != dtype:
+        check.problems.append(f"{mode} grad: dtype {outcome.grad_dtype}, expected {dtype}")
+
+
+def _check_raises(check: _Check, adapter, case, dtype, mode, traced):
+    kind, mentions = case.expected["error"], case.expected["mentions"]
+    try:
+        adapter.call(case, dtype, traced)
+    except Exception as exc:  # noqa: BLE001 - any exception is an answer to judge
+        if adapter.exact_errors and not (
+            type(exc).__name__ == kind or isinstance(exc, {"ValueError": ValueError,
+                                                           "TypeError": TypeError}[kind])
+        ):
+            check.problems.append(f"{mode}: {_describe(exc)}; expected {kind}")
+        elif adapter.exact_errors and mentions not in str(exc):
+            check.problems.append(f"{mode}: the {kind} does not name {mentions!r}: {exc}")
+    else:
+        check.problems.append(f"{mode}: did not raise (expected {kind} naming {mentions!r})")
+
+
+HALF = ("bfloat16", "float16")
+
+
+def covered(case: Case, dtype: str) -> list[str]:
+    """The clauses a run checks: the case's, and [GEN-HALF] for every half-precision run."""
+    return case.clauses + ["GEN-HALF"] if dtype in HALF and "GEN-HALF" not in case.clauses \
+        else case.clauses
+
+
+def run_case(adapter: Adapter, case: Case, dtype: str) -> Record:
+    record = Record(case.id, adapter.name, dtype, NA, covered(case, dtype))
+    if case.loss not in adapter.losses:
+        record.detail = f"{case.loss} not implemented"
+        return record
+    if dtype not in adapter.dtypes:
+        record.detail = f"{dtype} not supported"
+        return record
+    reason = adapter.unsupported(case)
+    if reason:
+        record.detail = reason
+        return record
+    check = _Check()
+    modes = ("checked", "traced") if adapter.traced else ("checked",)
+    for mode in modes:
+        traced = mode == "traced"
+        try:
+            if case.is_error and (not traced or case.expected["traced"] == "error"):
+                _check_raises(check, adapter, case, dtype, mode, traced)
+            elif case.is_error:
+                outcome, _ = _call(adapter, case, dtype, traced)
+                _check_values(check, adapter, case, dtype, mode, outcome,
+                              case.expected["traced"], zeros=False)
+            else:
+                outcome, warned = _call(adapter, case, dtype, traced)
+                _check_values(check, adapter, case, dtype, mode, outcome, case.expected)
+                if not traced:
+                    _check_warnings(check, adapter, case, warned)
+        except Exception as exc:  # noqa: BLE001 - a crash is a failure of this case only
+            check.problems.append(f"{mode}: {_describe(exc)}")
+    (record.loss_abs, record.loss_rel), (record.grad_abs, record.grad_rel) = (
+        check.errors["loss"], check.errors["grad"])
+    if not check.problems:
+        record.status = PASS
+        return record
+    record.detail = "; ".join(check.problems)
+    deviating = [c for c in covered(case, dtype) if c in adapter.deviations]
+    if deviating:
+        record.status = DEVIATES
+        record.detail = f"[{', '.join(deviating)}] {record.detail}"
+    else:
+        record.status = FAIL
+    return record
+
+
+def _check_warnings(check: _Check, adapter, case, warned):
+    expected = case.expected.get("warns")
+    if expected and expected not in warned:
+        check.problems.append(f"checked: no {expected}")
+    if not expected and adapter.exact_errors and "ProbabilityInputWarning" in warned:
+        check.problems.append("checked: unexpected ProbabilityInputWarning")
+
+
+def run(adapters: Iterable[Adapter], cases: list[Case], dtypes: Iterable[str]) -> list[Record]:
+    records = []
+    for adapter in adapters:
+        for dtype in dtypes:
+            for case in cases:
+                if dtype in case.dtypes:
+                    records.append(run_case(adapter, case, dtype))
+    return records
+
+
+# ----------------------------------------------------------------------------------
+# Reports.
+
+
+def _fmt(v):
+    if v is None:
+        return "-"
+    return f"{v:.1e}" if math.isfinite(v) else str(v)
+
+
+def print_report(records: list[Record], out: TextIO | None = None, only_failures=False):
+    out = out or sys.stdout
+    sections = defaultdict(list)
+    for r in records:
+        sections[(r.impl, r.dtype)].append(r)
+    width = max((len(r.case) for r in records), default=10)
+    for (impl, dtype), rows in sections.items():
+        if all(r.status == NA for r in rows) and len({r.detail for r in rows}) == 1:
+            print(f"\n== {impl} · {dtype}: n/a ({rows[0].detail}) ==", file=out)
+            continue
+        shown = [r for r in rows if r.status in (FAIL, DEVIATES)] if only_failures else rows
+        if not shown:
+            continue
+        print(f"\n== {impl} · {dtype} ==", file=out)
+        print(f"{'case':<{width}}  {'status':<8}  {'loss abs':>8}  {'loss rel':>8}  "
+              f"{'grad abs':>8}  {'grad rel':>8}  note", file=out)
+        for r in shown:
+            print(f"{r.case:<{width}}  {r.status:<8}  {_fmt(r.loss_abs):>8}  "
+                  f"{_fmt(r.loss_rel):>8}  {_fmt(r.grad_abs):>8}  {_fmt(r.grad_rel):>8}  "
+                  f"{r.detail}", file=out)
+    print_clause_summary(records, out)
+    print_totals(records, out)
+
+
+def clause_summary(records: list[Record]) -> dict[str, dict[str, Counter]]:
+    table: dict[str, dict[str, Counter]] = {c: defaultdict(Counter) for c in spec.clauses()}
+    for r in records:
+        for clause in r.clauses:
+            table.setdefault(clause, defaultdict(Counter))[r.impl][r.status] += 1
+    return table
+
+
+def _cell(counter: Counter) -> str:
+    if not counter:
+        return "-"
+    parts = [f"{counter[s]} {s}" for s in (PASS, FAIL, DEVIATES) if counter[s]]
+    if not parts:
+        return NA
+    return ", ".join(parts)
+
+
+def print_clause_summary(records: list[Record], out: TextIO | None = None):
+    out = out or sys.stdout
+    impls = list(dict.fromkeys(r.impl for r in records))
+    table = clause_summary(records)
+    cells = {c: [_cell(table[c][i]) for i in impls] for c in table}
+    widths = [max([len(i)] + [len(cells[c][k]) for c in cells]) for k, i in enumerate(impls)]
+    print("\n== summary by clause (case runs over all dtypes) ==", file=out)
+    print(f"{'clause':<22}" + "".join(f"  {i:<{w}}" for i, w in zip(impls, widths)), file=out)
+    for clause, row in cells.items():
+        print(f"{clause:<22}" + "".join(f"  {c:<{w}}" for c, w in zip(row, widths)), file=out)
+
+
+def totals(records: list[Record]) -> Counter:
+    return Counter(r.status for r in records)
+
+
+def print_totals(records: list[Record], out: TextIO | None = None):
+    out = out or sys.stdout
+    count = totals(records)
+    print(f"\nconformance: {count[PASS]} passed, {count[FAIL]} failed, "
+          f"{count[DEVIATES]} documented deviations, {count[NA]} n/a", file=out)
+
+
+def write_json(records: list[Record], path: str, meta: dict):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"meta": meta, "records": [r.to_json() for r in records]}, f, indent=1)
+        f.write("\n")
+
+
+def max_errors(records: list[Record]) -> dict[tuple[str, str], float]:
+    """Largest relative error of loss and gradient per (impl, dtype) over passing runs."""
+    best: dict[tuple[str, str], float] = {}
+    for r in records:
+        for v in (r.loss_rel, r.grad_rel):
+            if v is not None and np.isfinite(v):
+                key = (r.impl, r.dtype)
+                best[key] = max(best.get(key, 0.0), v)
+    return best
