@@ -1,0 +1,70 @@
+"""python -m conformance run: exit codes, n/a, unknown names, malformed files, JSON."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conformance import adapters, golden, runner, spec
+from conformance.__main__ import main
+from tests.mutants import MutantAdapter
+
+
+def test_unknown_implementation_lists_known(capsys):
+    assert main(["run", "--impl", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown implementation 'nosuch'" in err
+    for name in adapters.KNOWN:
+        assert name in err
+
+
+def test_reference_run_passes_and_reports(capsys, tmp_path):
+    out_json = tmp_path / "records.json"
+    code = main(["run", "--impl", "reference", "--case", "ce-weighted-mean",
+                 "--json", str(out_json)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "== reference · float64 ==" in out
+    assert "loss abs" in out and "grad rel" in out
+    assert "summary by clause" in out and "CE-MEAN" in out
+    records = json.loads(out_json.read_text())["records"]
+    assert records and all(r["status"] == "pass" for r in records if r["dtype"] == "float64")
+    assert "== reference · float32: n/a (float32 not supported) ==" in out
+
+
+def test_failure_exits_nonzero(monkeypatch, capsys):
+    monkeypatch.setattr(adapters, "load", lambda name: MutantAdapter("mean-over-count"))
+    assert main(["run", "--impl", "mutant", "--dtype", "float64"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_unsupported_is_na_not_pass():
+    adapter = MutantAdapter("bce-without-clamp")  # implements binary_cross_entropy only
+    cases = [c for c in golden.load_cases() if c.loss == "nll_loss"]
+    records = runner.run(adapter and [adapter], cases, ["float64"])
+    assert records and {r.status for r in records} == {runner.NA}
+    table = runner.clause_summary(records)
+    assert runner._cell(table["NLL-ELEM"][adapter.name]) == "n/a"
+
+
+def test_malformed_golden_file_is_named(tmp_path, capsys):
+    for path in golden.case_files():
+        shutil.copy(path, tmp_path)
+    broken = tmp_path / "nll_loss.json"
+    obj = json.loads(broken.read_text())
+    obj["cases"][3]["expected"] = {"output": "oops"}
+    broken.write_text(json.dumps(obj))
+    assert main(["run", "--impl", "reference", "--cases", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "nll_loss.json" in err and obj["cases"][3]["id"] in err
+
+
+@pytest.mark.parametrize("dtype", spec.DTYPES)
+def test_dtype_option(dtype, capsys):
+    code = main(["run", "--impl", "reference", "--dtype", dtype, "--case", "ce-unbatched"])
+    assert code == 0
+    out = capsys.readouterr().out
+    if dtype != "float64":  # the reference computes in float64 only
+        assert "0 passed" in out and "n/a" in out
