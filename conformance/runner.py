@@ -93,7 +93,8 @@ def _check_values(check: _Check, adapter, case, dtype, mode, outcome, want, zero
 
 
 def _check_raises(check: _Check, adapter, case, dtype, mode, traced):
-    kind, mentions = case.expected["error"], case.expected["mentions"]
+    kind = case.expected["error"]
+    mentions = adapter.argument_name(case.loss, case.expected["mentions"])
     try:
         adapter.call(case, dtype, traced)
     except Exception as exc:  # noqa: BLE001 - any exception is an answer to judge
@@ -130,8 +131,7 @@ def run_case(adapter: Adapter, case: Case, dtype: str) -> Record:
         record.detail = reason
         return record
     check = _Check()
-    modes = ("checked", "traced") if adapter.traced else ("checked",)
-    for mode in modes:
+    for mode in adapter.modes(case):
         traced = mode == "traced"
         try:
             if case.is_error and (not traced or case.expected["traced"] == "error"):

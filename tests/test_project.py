@@ -21,7 +21,7 @@ def test_readme_starts_with_two_setup_commands():
     main_job, tests = commands
     assert "torch==2.13.0" in main_job and "torch==2.13.0" in tests
     assert main_job.endswith("python -m conformance run")
-    assert tests.endswith("python -m pytest")
+    assert tests.endswith("python -m pytest -n auto")
 
 
 def test_ci_runs_the_readme_test_command():

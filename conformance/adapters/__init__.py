@@ -37,7 +37,7 @@ KNOWN = {
     "keras": "conformance.adapters.keras",
     "onnxruntime": "conformance.adapters.onnxruntime",
 }
-OWN = ("reference", "torch")  # the default run
+OWN = ("reference", "torch", "wce_jax")  # the default run
 ALL_LOSSES = frozenset({"cross_entropy", "nll_loss", "binary_cross_entropy",
                         "binary_cross_entropy_with_logits"})
 
@@ -62,6 +62,14 @@ class Adapter:
 
     def unsupported(self, case: Case) -> str | None:
         return None
+
+    def modes(self, case: Case) -> tuple[str, ...]:
+        """How the case is run: "checked" (eager), and "traced" for traced adapters."""
+        return ("checked", "traced") if self.traced else ("checked",)
+
+    def argument_name(self, loss: str, name: str) -> str:
+        """What this implementation calls the spec's argument ``name`` (for error messages)."""
+        return name
 
     def call(self, case: Case, dtype: str, traced: bool) -> Outcome:
         raise NotImplementedError

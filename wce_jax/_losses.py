@@ -1,0 +1,425 @@
+"""The losses of spec/SPEC.md in JAX: jit-, grad- and vmap-safe, on any XLA device.
+
+Names and arguments follow ``torch.nn.functional``; ``axis`` is the class axis (JAX's
+channels-last convention by default, ``axis=1`` for torch's layout). Half-precision
+inputs are computed in float32 and rounded once at the end [GEN-HALF].
+
+The class-target losses run through custom VJPs whose backward pass is one fused
+elementwise expression (softmax minus one-hot, scaled per row), so training keeps no
+logits-sized buffer beyond the logits and their gradient.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from wce_jax import _checks as check
+
+Array = jax.Array
+
+#: [GRAD-BCE]: 1e-12 rounded to float32, the guard torch uses in every dtype.
+BCE_GRAD_EPS = 9.999999960041972e-13
+BCE_LOG_CLAMP = -100.0  # [BCE-CLAMP]
+
+
+def cross_entropy(
+    logits: ArrayLike,
+    target: ArrayLike,
+    weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    axis: int = -1,
+) -> Array:
+    r"""Weighted softmax cross-entropy with class indices or class probabilities.
+
+    With ``lp = log_softmax(logits, axis)`` and class weights ``w`` (ones by default):
+
+    * integer ``target`` (class indices, any integer dtype) [CE-ELEM] [CE-SMOOTH]::
+
+        l_i = (1 - eps) * w[y_i] * -lp[i, y_i] + (eps / C) * sum_c w_c * -lp[i, c]
+
+      Elements with ``y_i == ignore_index`` give exactly 0 and their logits have no
+      influence [CE-IGNORE] [CE-IGNORE-NONFINITE]. ``"mean"`` is the weighted mean
+      ``sum_i l_i / sum_{i valid} w[y_i]`` [CE-MEAN]: NaN, with a zero gradient, when
+      every target is ignored [EDGE-ALL-IGNORED].
+    * floating ``target`` of the logits' shape (probabilities) [CEP-ELEM]::
+
+        l_i = sum_c w_c * t'_ic * -lp_ic,   t' = (1 - eps) * t + eps / C
+
+      and ``"mean"`` divides by the number of elements [CEP-MEAN].
+
+    Args:
+      logits: floating array; the class axis is ``axis``.
+      target: class indices with the logits' shape without the class axis, or
+        probabilities with the logits' shape.
+      weight: optional class weights of shape ``(C,)``.
+      ignore_index: class index to ignore (class-index targets only).
+      reduction: ``"none"`` (the target's shape), ``"sum"`` or ``"mean"``.
+      label_smoothing: ``eps`` in ``[0, 1]``, a Python number.
+      axis: the class axis; ``-1`` (default) for channels-last, ``1`` for torch's layout.
+
+    Returns:
+      The loss, in the logits' dtype.
+
+    Eager calls raise ValueError/TypeError on bad arguments (spec section 10). Under
+    ``jit`` an out-of-range target cannot raise and makes the loss NaN, never another
+    class's value [TRACE-TARGET-RANGE]; :func:`wce_jax.checked` turns it into an error.
+    """
+    logits = check.floating(logits, "logits")
+    reduction = check.reduction(reduction)
+    eps = check.label_smoothing(label_smoothing)
+    ignore_index = check.ignore_index(ignore_index)
+    axis = check.class_axis(logits, axis, "logits")
+    target = jnp.asarray(target)
+    weight = check.class_weight(weight, logits.shape[axis])
+    if check.is_probability_target(target):
+        if ignore_index != -100:
+            raise ValueError(
+                f"ignore_index is not supported with probability targets (floating "
+                f"target), got ignore_index={ignore_index}; expected the default -100"
+            )
+        check.target_shape(target, logits.shape, "the logits' shape (probabilities)")
+        check.warn_if_probabilities(logits, axis)
+        return _probability_cross_entropy(logits, target, weight, eps=eps,
+                                          reduction=reduction, axis=axis)
+    check.target_shape(target, _without(logits.shape, axis),
+                       "the logits' shape without the class axis")
+    check.class_target_range(target, logits.shape[axis], ignore_index)
+    check.warn_if_probabilities(logits, axis)
+    return _class_cross_entropy(logits, target, weight, ignore_index=ignore_index, eps=eps,
+                                reduction=reduction, axis=axis, keep_exp=_keep_exp())
+
+
+def nll_loss(
+    log_probs: ArrayLike,
+    target: ArrayLike,
+    weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    axis: int = -1,
+) -> Array:
+    r"""Weighted negative log-likelihood of log-probabilities at class indices.
+
+    [NLL-ELEM] ``l_i = -w[y_i] * log_probs[i, y_i]`` for valid elements and exactly 0 for
+    ignored ones; ``"mean"`` divides by the weights of the valid targets [CE-MEAN]. The
+    rules for ``target``, ``weight``, ``ignore_index``, ``axis`` and errors are those of
+    :func:`cross_entropy` with class indices; ``log_probs`` is not checked.
+    """
+    log_probs = check.floating(log_probs, "log_probs")
+    reduction = check.reduction(reduction)
+    ignore_index = check.ignore_index(ignore_index)
+    axis = check.class_axis(log_probs, axis, "log_probs")
+    target = jnp.asarray(target)
+    if check.is_probability_target(target):
+        raise TypeError("nll_loss takes class indices: target must have an integer dtype, "
+                        f"got target.dtype={target.dtype}")
+    weight = check.class_weight(weight, log_probs.shape[axis])
+    check.target_shape(target, _without(log_probs.shape, axis),
+                       "the log_probs' shape without the class axis")
+    check.class_target_range(target, log_probs.shape[axis], ignore_index)
+    return _nll(log_probs, target, weight, ignore_index=ignore_index, reduction=reduction,
+                axis=axis)
+
+
+def binary_cross_entropy(
+    probs: ArrayLike,
+    target: ArrayLike,
+    weight: ArrayLike | None = None,
+    reduction: str = "mean",
+) -> Array:
+    r"""Binary cross-entropy of probabilities in ``[0, 1]``.
+
+    [BCE-ELEM] [BCE-CLAMP]::
+
+        l = -w * (y * max(log p, -100) + (1 - y) * max(log(1 - p), -100))
+
+    ``weight`` is a per-element weight broadcast to ``probs`` [BCE-WEIGHT]; ``"mean"``
+    divides by the number of elements [BCE-MEAN]. The gradient is
+    ``w (p - y) / max(p (1 - p), 1e-12)`` [GRAD-BCE]. ``target`` may have any real
+    dtype [BCE-TARGET]. Values outside ``[0, 1]`` raise in eager calls and give NaN under
+    ``jit`` [TRACE-BCE-RANGE].
+    """
+    probs = check.floating(probs, "probs")
+    reduction = check.reduction(reduction)
+    target = _binary_target(target, probs.shape)
+    weight = check.broadcastable(weight, "weight", probs.shape)
+    check.unit_interval(probs, "probs")
+    check.unit_interval(target, "target")
+    return _bce(probs, target, weight, reduction=reduction)
+
+
+def binary_cross_entropy_with_logits(
+    logits: ArrayLike,
+    target: ArrayLike,
+    weight: ArrayLike | None = None,
+    reduction: str = "mean",
+    pos_weight: ArrayLike | None = None,
+) -> Array:
+    r"""Binary cross-entropy of logits, with an optional weight for positives.
+
+    [BCEL-ELEM] with ``q = 1 + (pos_weight - 1) * y``::
+
+        l = w * ((1 - y) * x - q * log_sigmoid(x))
+
+    ``pos_weight`` broadcasts against the last dimension, one weight per label for
+    ``(N, C)`` multi-label logits [BCEL-POS-WEIGHT]; ``weight`` broadcasts to the logits
+    [BCEL-WEIGHT]; ``"mean"`` divides by the number of elements [BCEL-MEAN]. The
+    gradient is ``w ((1 - y) - q sigmoid(-x))`` [GRAD-BCEL].
+    """
+    logits = check.floating(logits, "logits")
+    reduction = check.reduction(reduction)
+    target = _binary_target(target, logits.shape)
+    weight = check.broadcastable(weight, "weight", logits.shape)
+    pos_weight = check.broadcastable(pos_weight, "pos_weight", logits.shape)
+    return _bce_with_logits(logits, target, weight, pos_weight, reduction=reduction)
+
+
+# ----------------------------------------------------------------------------------
+# The jitted computations behind the checks: one compiled program per shape, in eager
+# calls as under the caller's jit.
+
+
+@functools.partial(jax.jit,
+                   static_argnames=("ignore_index", "eps", "reduction", "axis", "keep_exp"))
+def _class_cross_entropy(logits, target, weight, *, ignore_index, eps, reduction, axis,
+                         keep_exp):
+    dtype = check.compute_dtype(logits.dtype)
+    x = jnp.moveaxis(logits, axis, -1)
+    w = _class_weights(weight, x.shape[-1], dtype)
+    valid, y, w_y, _ = _class_terms(target, w, x.shape[-1], ignore_index)
+    losses = _ce_elements(x.astype(dtype), y, valid, w_y, w, eps, keep_exp)
+    return _reduce(losses, w_y, reduction).astype(logits.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("eps", "reduction", "axis"))
+def _probability_cross_entropy(logits, target, weight, *, eps, reduction, axis):
+    """[CEP-ELEM]; differentiated by JAX, the target too (for distillation)."""
+    dtype = check.compute_dtype(logits.dtype)
+    x = jnp.moveaxis(logits, axis, -1).astype(dtype)
+    t = jnp.moveaxis(target, axis, -1).astype(dtype)
+    w = _class_weights(weight, x.shape[-1], dtype)
+    if eps:
+        t = (1.0 - eps) * t + eps / x.shape[-1]
+    losses = -jnp.sum(w * t * jax.nn.log_softmax(x, axis=-1), axis=-1)
+    return _reduce(losses, None, reduction).astype(logits.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("ignore_index", "reduction", "axis"))
+def _nll(log_probs, target, weight, *, ignore_index, reduction, axis):
+    dtype = check.compute_dtype(log_probs.dtype)
+    x = jnp.moveaxis(log_probs, axis, -1)
+    w = _class_weights(weight, x.shape[-1], dtype)
+    valid, y, w_y, bad = _class_terms(target, w, x.shape[-1], ignore_index)
+    losses = _nll_elements(x, y, valid, bad, w_y)
+    return _reduce(losses, w_y, reduction).astype(log_probs.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("reduction",))
+def _bce(probs, target, weight, *, reduction):
+    dtype = check.compute_dtype(probs.dtype)
+    w = jnp.broadcast_to(jnp.ones((), dtype) if weight is None else weight.astype(dtype),
+                         probs.shape)
+    losses = _bce_elements(probs.astype(dtype), target.astype(dtype), w)
+    return _reduce(losses, None, reduction).astype(probs.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("reduction",))
+def _bce_with_logits(logits, target, weight, pos_weight, *, reduction):
+    dtype = check.compute_dtype(logits.dtype)
+    x, y = logits.astype(dtype), target.astype(dtype)
+    q = 1.0 if pos_weight is None else 1.0 + (pos_weight.astype(dtype) - 1.0) * y
+    losses = (1.0 - y) * x + q * jax.nn.softplus(-x)  # -log_sigmoid(x) = softplus(-x)
+    if weight is not None:
+        losses = weight.astype(dtype) * losses
+    return _reduce(losses, None, reduction).astype(logits.dtype)
+
+
+# ----------------------------------------------------------------------------------
+# Shared pieces.
+
+
+def _without(shape, axis):
+    return tuple(d for i, d in enumerate(shape) if i != axis)
+
+
+def _class_weights(weight, num_classes, dtype):
+    return jnp.ones((num_classes,), dtype) if weight is None else weight.astype(dtype)
+
+
+def _class_terms(target, w, num_classes, ignore_index):
+    """Per-element valid mask, safe class index, and target weight.
+
+    ``w_y`` is 0 for ignored elements and NaN for an out-of-range target in a traced
+    call [TRACE-TARGET-RANGE]; it is also what the weighted mean divides by [CE-MEAN].
+    """
+    target = target.astype(jax.dtypes.canonicalize_dtype(jnp.int64))  # no wrap-around
+    valid = target != ignore_index
+    in_range = (target >= 0) & (target < num_classes)
+    bad = valid & ~in_range
+    y = jnp.where(valid & in_range, target, 0).astype(jnp.int32)
+    w_y = jnp.where(bad, jnp.nan, jnp.where(valid, w[y], 0.0))
+    return valid, y, w_y, bad
+
+
+def _reduce(losses, target_weights, reduction):
+    """[CE-NONE] [CE-SUM] [CE-MEAN]; ``target_weights=None`` means the plain mean.
+
+    A mean over zero weight is undefined: it divides by NaN, so its gradient is NaN for
+    valid elements and exactly zero for ignored ones [EDGE-ZERO-WEIGHT-SUM]
+    [EDGE-ALL-IGNORED] [EDGE-EMPTY].
+    """
+    if reduction == "none":
+        return losses
+    total = jnp.sum(losses)
+    if reduction == "sum":
+        return total
+    count = losses.size if target_weights is None else jnp.sum(target_weights)
+    return total / jnp.where(count == 0, jnp.nan, count)
+
+
+def _binary_target(target, shape):
+    target = jnp.asarray(target)
+    if jnp.iscomplexobj(target) or not (jnp.issubdtype(target.dtype, jnp.number)
+                                        or target.dtype == jnp.bool_):
+        raise TypeError(f"target must be a real array, got target.dtype={target.dtype}")
+    check.target_shape(target, shape, "the input's shape")
+    return target
+
+
+# ----------------------------------------------------------------------------------
+# Class-index cross-entropy: per-element losses with a fused backward pass.
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _ce_elements(x, y, valid, w_y, w, eps, keep_exp):
+    return _ce_elements_fwd(x, y, valid, w_y, w, eps, keep_exp)[0]
+
+
+def _keep_exp() -> bool:
+    """Which residual the backward pass reads.
+
+    XLA on CPU writes ``exp(x - m)`` to memory on the way to its row sums anyway, so
+    keeping it and scaling it in place is the cheapest gradient there (as fast as optax's
+    unweighted loss). XLA on GPU and TPU fuses the reductions into the read of the logits,
+    so recomputing ``exp`` from the logits costs less than a logits-sized write and read.
+    Either way the memory beyond the logits and their gradient is O(rows).
+    """
+    return jax.default_backend() == "cpu"
+
+
+def _ce_elements_fwd(x, y, valid, w_y, w, eps, keep_exp):
+    """Per-element [CE-ELEM] [CE-SMOOTH], with the shifted log-softmax of spec section 0.
+
+    ``x`` is in the computation dtype, class axis last.
+    """
+    m = jnp.max(x, axis=-1, keepdims=True)
+    e = jnp.exp(x - m)
+    log_s = jnp.log(jnp.sum(e, axis=-1))
+    x_y = jnp.take_along_axis(x, y[..., None], axis=-1)[..., 0]
+    nll = log_s - (x_y - m[..., 0])  # -lp[i, y_i]
+    losses = (1.0 - eps) * w_y * nll
+    if eps:
+        losses = losses + (eps / x.shape[-1]) * _weighted_minus_lp(x, m, log_s, w, keep_exp)
+    residuals = (x, e if keep_exp else None, y, valid, w_y, w, m, log_s, nll)
+    return jnp.where(valid, losses, 0.0), residuals
+
+
+def _weighted_minus_lp(xf, m, log_s, w, keep_exp):
+    """``sum_c w_c * -lp_c = W log_s + sum_c w_c (m - x_c)`` per row, for [CE-SMOOTH].
+
+    The sum is taken relative to a shift so that large logits do not cancel. On GPU and
+    TPU the shift is the row maximum, fused into the read of the logits. XLA on CPU would
+    write a logits-sized broadcast of a per-row shift, so there the shift is the largest
+    finite row maximum of the batch (one scalar): exact for logits that share an offset,
+    with a relative error of about eps32 * |row offset - batch offset| / row spread.
+    """
+    total_w = jnp.sum(w)
+    if not keep_exp:
+        return total_w * log_s + jnp.sum(w * (m - xf), axis=-1)
+    finite_m = jnp.where(jnp.isfinite(m), m, -jnp.inf)
+    g = jnp.max(finite_m, initial=-jnp.inf)
+    g = jnp.where(jnp.isfinite(g), g, 0.0)
+    return total_w * (log_s + (m[..., 0] - g)) - jnp.sum(w * (xf - g), axis=-1)
+
+
+def _ce_elements_bwd(eps, keep_exp, residuals, ct):
+    """[GRAD-CE]: row i is ``ct_i (1-eps) w[y_i] (p_i - e_{y_i}) + ct_i (eps/C) (W p_i - w)``.
+
+    One fused elementwise expression over the logits; ignored rows are exactly zero. The
+    scalar ``ct_i (1-eps) w[y_i]`` is formed first, so a zero-weight mean (``ct = NaN``)
+    gives NaN rows [EDGE-ZERO-WEIGHT-SUM].
+    """
+    x, e, y, valid, w_y, w, m, log_s, nll = residuals
+    num_classes = x.shape[-1]
+    p = e * jnp.exp(-log_s)[..., None] if keep_exp else jnp.exp(x - m - log_s[..., None])
+    coef = ct * (1.0 - eps) * w_y
+    onehot = jnp.arange(num_classes) == y[..., None]
+    grad = coef[..., None] * p - jnp.where(onehot, coef[..., None], 0.0)
+    ct_w = jnp.zeros_like(w)
+    if eps:
+        smooth_ct = ct * (eps / num_classes)
+        grad = grad + smooth_ct[..., None] * (jnp.sum(w) * p - w)
+        minus_lp = jnp.where(valid[..., None], log_s[..., None] - (x - m), 0.0)
+        ct_w = jnp.sum(jnp.where(valid, smooth_ct, 0.0)[..., None] * minus_lp,
+                       axis=tuple(range(x.ndim - 1)))
+    grad_x = jnp.where(valid[..., None], grad, 0.0)
+    ct_w_y = jnp.where(valid, ct * (1.0 - eps) * nll, 0.0)
+    return grad_x, None, None, ct_w_y, ct_w
+
+
+_ce_elements.defvjp(_ce_elements_fwd, _ce_elements_bwd)
+
+
+@jax.custom_vjp
+def _nll_elements(x, y, valid, bad, w_y):
+    return _nll_elements_fwd(x, y, valid, bad, w_y)[0]
+
+
+def _nll_elements_fwd(x, y, valid, bad, w_y):
+    """Per-element [NLL-ELEM]."""
+    picked = jnp.take_along_axis(x, y[..., None], axis=-1)[..., 0].astype(w_y.dtype)
+    return jnp.where(valid, -w_y * picked, 0.0), (x, y, valid, bad, w_y, picked)
+
+
+def _nll_elements_bwd(residuals, ct):
+    """[GRAD-NLL]: ``-ct_i w[y_i]`` at ``(i, y_i)``, zero elsewhere; NaN rows for bad targets."""
+    x, y, valid, bad, w_y, picked = residuals
+    ct = ct.astype(w_y.dtype)
+    onehot = jnp.arange(x.shape[-1]) == y[..., None]
+    grad = jnp.where(onehot & valid[..., None], (-ct * w_y)[..., None], 0.0)
+    grad_x = jnp.where(bad[..., None], jnp.nan, grad).astype(x.dtype)
+    return grad_x, None, None, None, jnp.where(valid, -ct * picked, 0.0)
+
+
+_nll_elements.defvjp(_nll_elements_fwd, _nll_elements_bwd)
+
+
+@jax.custom_vjp
+def _bce_elements(p, y, w):
+    return _bce_elements_fwd(p, y, w)[0]
+
+
+def _bce_elements_fwd(p, y, w):
+    """Per-element [BCE-ELEM] [BCE-CLAMP]; NaN outside [0, 1] [TRACE-BCE-RANGE]."""
+    bad = ~((p >= 0) & (p <= 1) & (y >= 0) & (y <= 1))
+    log_p = jnp.maximum(jnp.log(p), BCE_LOG_CLAMP)
+    log_1mp = jnp.maximum(jnp.log(1.0 - p), BCE_LOG_CLAMP)
+    per_weight = -(y * log_p + (1.0 - y) * log_1mp)
+    losses = jnp.where(bad, jnp.nan, w * per_weight)
+    return losses, (p, y, w, bad, log_p, log_1mp, per_weight)
+
+
+def _bce_elements_bwd(residuals, ct):
+    """[GRAD-BCE]: ``ct w (p - y) / max(p (1 - p), eta)``; also the target's and weight's."""
+    p, y, w, bad, log_p, log_1mp, per_weight = residuals
+    grad_p = ct * w * (p - y) / jnp.maximum(p * (1.0 - p), BCE_GRAD_EPS)
+    grad_p = jnp.where(bad, jnp.nan, grad_p)
+    return grad_p, -ct * w * (log_p - log_1mp), ct * per_weight
+
+
+_bce_elements.defvjp(_bce_elements_fwd, _bce_elements_bwd)
