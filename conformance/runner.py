@@ -33,6 +33,7 @@ class Record:
     grad_abs: float | None = None
     grad_rel: float | None = None
     detail: str = ""
+    unchecked: list[str] = dataclasses.field(default_factory=list)  # clauses left n/a
 
     def to_json(self) -> dict:
         obj = dataclasses.asdict(self)
@@ -130,6 +131,9 @@ def run_case(adapter: Adapter, case: Case, dtype: str) -> Record:
     if reason:
         record.detail = reason
         return record
+    if not adapter.gradients:
+        record.unchecked = [c for c in record.clauses if c.startswith("GRAD-")]
+        record.clauses = [c for c in record.clauses if c not in record.unchecked]
     check = _Check()
     for mode in adapter.modes(case):
         traced = mode == "traced"
@@ -219,6 +223,8 @@ def clause_summary(records: list[Record]) -> dict[str, dict[str, Counter]]:
     for r in records:
         for clause in r.clauses:
             table.setdefault(clause, defaultdict(Counter))[r.impl][r.status] += 1
+        for clause in r.unchecked:
+            table.setdefault(clause, defaultdict(Counter))[r.impl][NA] += 1
     return table
 
 

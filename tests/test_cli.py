@@ -68,3 +68,13 @@ def test_dtype_option(dtype, capsys):
     out = capsys.readouterr().out
     if dtype != "float64":  # the reference computes in float64 only
         assert "0 passed" in out and "n/a" in out
+
+
+def test_no_gradient_means_grad_clauses_are_na():
+    """An implementation without gradients leaves GRAD-* clauses n/a, never a pass."""
+    adapter = MutantAdapter("bce-without-clamp")
+    cases = [c for c in golden.load_cases() if c.loss == "binary_cross_entropy"]
+    records = runner.run([adapter], cases, ["float64"])
+    table = runner.clause_summary(records)
+    assert runner._cell(table["GRAD-BCE"][adapter.name]) == "n/a"
+    assert all("GRAD-BCE" not in r.clauses for r in records)
