@@ -131,11 +131,13 @@ def run_case(adapter: Adapter, case: Case, dtype: str) -> Record:
     if reason:
         record.detail = reason
         return record
-    if not adapter.gradients:
-        record.unchecked = [c for c in record.clauses if c.startswith("GRAD-")]
-        record.clauses = [c for c in record.clauses if c not in record.unchecked]
+    modes = adapter.modes(case)
+    record.unchecked = [c for c in record.clauses
+                        if (c.startswith("GRAD-") and not adapter.gradients)
+                        or (c.startswith("TRACE-") and "traced" not in modes)]
+    record.clauses = [c for c in record.clauses if c not in record.unchecked]
     check = _Check()
-    for mode in adapter.modes(case):
+    for mode in modes:
         traced = mode == "traced"
         try:
             if case.is_error and (not traced or case.expected["traced"] == "error"):

@@ -78,3 +78,12 @@ def test_no_gradient_means_grad_clauses_are_na():
     table = runner.clause_summary(records)
     assert runner._cell(table["GRAD-BCE"][adapter.name]) == "n/a"
     assert all("GRAD-BCE" not in r.clauses for r in records)
+
+
+def test_untraced_implementation_leaves_trace_clauses_na():
+    adapter = adapters.load("torch")
+    cases = [c for c in golden.load_cases() if "TRACE-TARGET-RANGE" in c.clauses]
+    records = runner.run([adapter], cases, ["float64"])
+    table = runner.clause_summary(records)
+    assert runner._cell(table["TRACE-TARGET-RANGE"]["torch"]) == "n/a"
+    assert runner._cell(table["ERR-TARGET-RANGE"]["torch"]).endswith("pass")
