@@ -1,0 +1,30 @@
+"""wce_torch: weighted classification losses for PyTorch, as defined by spec/SPEC.md.
+
+A drop-in for ``torch.nn.functional`` and ``torch.nn``::
+
+    import wce_torch
+    loss = wce_torch.cross_entropy(logits, labels, weight=class_weights, ignore_index=-100,
+                                   label_smoothing=0.1)          # class axis 1, as in torch
+    criterion = wce_torch.CrossEntropyLoss(weight=class_weights)  # like nn.CrossEntropyLoss
+"""
+
+from wce_torch._checks import ProbabilityInputWarning
+from wce_torch.functional import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    nll_loss,
+)
+from wce_torch.modules import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, NLLLoss
+
+__all__ = [
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "CrossEntropyLoss",
+    "NLLLoss",
+    "ProbabilityInputWarning",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "nll_loss",
+]

@@ -37,7 +37,7 @@ KNOWN = {
     "keras": "conformance.adapters.keras",
     "onnxruntime": "conformance.adapters.onnxruntime",
 }
-OWN = ("reference", "torch", "wce_jax")  # the default run
+OWN = ("reference", "torch", "wce_jax", "wce_torch")  # the default run
 ALL_LOSSES = frozenset({"cross_entropy", "nll_loss", "binary_cross_entropy",
                         "binary_cross_entropy_with_logits"})
 

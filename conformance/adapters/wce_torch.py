@@ -1,0 +1,21 @@
+"""wce_torch, called eagerly like torch.nn.functional (class axis 1)."""
+
+from __future__ import annotations
+
+import torch
+
+import wce_torch
+from conformance.adapters import Adapter
+from conformance.adapters.torch_nn import run_torch
+
+
+class WceTorchAdapter(Adapter):
+    name = "wce_torch"
+    description = f"wce_torch (torch {torch.__version__})"
+    exact_errors = True
+
+    def call(self, case, dtype, traced):
+        return run_torch(getattr(wce_torch, case.loss), case, dtype)
+
+
+ADAPTER = WceTorchAdapter()

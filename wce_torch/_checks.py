@@ -1,0 +1,165 @@
+"""Argument checks for wce_torch (spec section 10).
+
+Every check runs in eager calls. Under ``torch.compile`` the checks that look at tensor
+values (target range, probabilities in [0, 1], the softmax-input warning) are skipped,
+since they would break the graph; the losses then follow spec section 11: an
+out-of-range target gives NaN, never another class.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import torch
+
+REDUCTIONS = ("none", "mean", "sum")
+PROBABILITY_ATOL = 1e-6  # [WARN-PROBABILITY-INPUT]
+
+
+class ProbabilityInputWarning(UserWarning):
+    """cross_entropy was given what looks like probabilities instead of logits."""
+
+
+def values_visible() -> bool:
+    """False while torch.compile traces: value checks would cost a graph break."""
+    return not torch.compiler.is_compiling()
+
+
+def reduction(size_average, reduce, reduction: str) -> str:
+    """torch's legacy ``size_average``/``reduce`` arguments map to ``reduction`` as in torch."""
+    if size_average is not None or reduce is not None:
+        size_average = True if size_average is None else size_average
+        reduce = True if reduce is None else reduce
+        reduction = "none" if not reduce else ("mean" if size_average else "sum")
+        warnings.warn("size_average and reduce are deprecated; use reduction="
+                      f"{reduction!r} instead", DeprecationWarning, stacklevel=3)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got reduction={reduction!r}")
+    return reduction
+
+
+def floating(x, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype, got {name}.dtype={x.dtype}")
+    return x
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half-precision inputs, the input's dtype otherwise [GEN-HALF]."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def class_axis(x: torch.Tensor, name: str) -> None:
+    if x.dim() == 0:
+        raise ValueError(f"{name} must have a class axis: shape (C,), (N, C) or "
+                         f"(N, C, d1, ..., dk), got a 0-d {name}")
+
+
+def real_param(value, name: str):
+    """weight / pos_weight: None or a real tensor; converted later [GEN-PARAM-DTYPE]."""
+    if value is None:
+        return None
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.is_complex():
+        raise TypeError(f"{name} must be a real tensor, got {name}.dtype={value.dtype}")
+    return value
+
+
+def class_weight(weight, num_classes: int):
+    weight = real_param(weight, "weight")
+    if weight is not None and tuple(weight.shape) != (num_classes,):
+        raise ValueError(f"weight must be a 1-D tensor with one entry per class, shape "
+                         f"({num_classes},), got weight.shape={tuple(weight.shape)}")
+    return weight
+
+
+def broadcastable(value, name: str, shape):
+    value = real_param(value, name)
+    if value is None:
+        return None
+    try:
+        ok = torch.broadcast_shapes(value.shape, shape) == torch.Size(shape)
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must broadcast to the input shape {tuple(shape)} "
+                         f"(right-aligned, a 1-D {name} lines up with the last dimension), "
+                         f"got {name}.shape={tuple(value.shape)}")
+    return value
+
+
+def label_smoothing(eps) -> float:
+    if isinstance(eps, torch.Tensor):
+        eps = eps.item()
+    eps = float(eps)
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got label_smoothing={eps!r}")
+    return eps
+
+
+def ignore_index(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"ignore_index must be a Python integer, got ignore_index={value!r}")
+    return int(value)
+
+
+def is_probability_target(target: torch.Tensor) -> bool:
+    """Floating target: probabilities; integer: class indices [CE-*] [CEP-*]."""
+    if target.is_floating_point():
+        return True
+    if target.dtype == torch.bool or target.is_complex():
+        raise TypeError(f"target must hold class indices (an integer dtype) or class "
+                        f"probabilities (a floating dtype), got target.dtype={target.dtype}")
+    return False
+
+
+def target_shape(target: torch.Tensor, expected, what: str) -> None:
+    if tuple(target.shape) != tuple(expected):
+        raise ValueError(f"target must have {what}, {tuple(expected)}, got "
+                         f"target.shape={tuple(target.shape)}")
+
+
+def class_target_range(target: torch.Tensor, num_classes: int, ignore: int) -> None:
+    """[ERR-TARGET-RANGE]: never wrapped or clamped to another class."""
+    if not values_visible() or target.numel() == 0:
+        return
+    t = target.to(torch.int64)
+    bad = (t != ignore) & ((t < 0) | (t >= num_classes))
+    if bad.any():
+        raise ValueError(f"target values must be class indices in [0, {num_classes}) or "
+                         f"ignore_index={ignore}, got target value {t[bad][0].item()}")
+
+
+def unit_interval(values: torch.Tensor, name: str) -> None:
+    """[ERR-BCE-RANGE] [ERR-BCE-TARGET-RANGE]; NaN is outside."""
+    if not values_visible() or values.numel() == 0:
+        return
+    bad = ~((values >= 0) & (values <= 1))
+    if bad.any():
+        raise ValueError(f"binary_cross_entropy {name} values must lie in [0, 1], got "
+                         f"{name} value {values[bad][0].item()}")
+
+
+def warn_if_probabilities(rows: torch.Tensor) -> None:
+    """[WARN-PROBABILITY-INPUT] on ``(M, C)`` rows; one row decides in the common case."""
+    if not values_visible() or rows.shape[0] == 0 or rows.shape[-1] < 2:
+        return
+
+    def looks_like_probabilities(r):
+        r = r.detach()
+        sums = r.sum(dim=-1, dtype=torch.float64)
+        return bool((r >= 0).all() and ((sums - 1.0).abs() <= PROBABILITY_ATOL).all())
+
+    if looks_like_probabilities(rows[0]) and looks_like_probabilities(rows):
+        warnings.warn(
+            "cross_entropy expects logits, but every row of input along the class axis is "
+            "non-negative and sums to 1: it looks like softmax output. Pass the logits "
+            "instead; if these really are logits, silence this with "
+            "warnings.filterwarnings('ignore', category=wce_torch.ProbabilityInputWarning).",
+            ProbabilityInputWarning,
+            stacklevel=3,
+        )
