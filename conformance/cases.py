@@ -24,6 +24,7 @@ from conformance.golden import Case
 
 ALL = spec.DTYPES
 REDUCTIONS = ("none", "mean", "sum")
+WEIGHTS = ("float64", "float32")
 LOSSES = {
     "cross_entropy": (reference.cross_entropy, reference.cross_entropy_grad),
     "nll_loss": (reference.nll_loss, reference.nll_loss_grad),
@@ -31,7 +32,15 @@ LOSSES = {
                              reference.binary_cross_entropy_grad),
     "binary_cross_entropy_with_logits": (reference.binary_cross_entropy_with_logits,
                                          reference.binary_cross_entropy_with_logits_grad),
+    "sigmoid_focal_loss": (reference.sigmoid_focal_loss, reference.sigmoid_focal_loss_grad),
+    "softmax_focal_loss": (reference.softmax_focal_loss, reference.softmax_focal_loss_grad),
+    "class_weights": (reference.class_weights, None),
+    "class_weights_from_labels": (reference.class_weights_from_labels, None),
+    "pos_weight_from_labels": (reference.pos_weight_from_labels, None),
+    "sample_weights_from_labels": (reference.sample_weights_from_labels, None),
 }
+#: Functions of integer labels: their result has the framework's default float dtype.
+DEFAULT_DTYPE_RESULT = ("class_weights_from_labels", "sample_weights_from_labels")
 FLOAT16_MAX = 65504.0
 FLOAT16_TINY = 2.0 ** -14  # smallest normal float16
 INF = np.inf
@@ -137,6 +146,7 @@ def _grad_output(rng, output: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------
 # Definitions, grouped by the part of the spec they cover.
 
+_FOCAL_REDUCTION = {"none": "CE-NONE", "sum": "CE-SUM", "mean": "CE-MEAN"}
 _REDUCTION_CLAUSE = {
     "cross_entropy": {"none": "CE-NONE", "sum": "CE-SUM", "mean": "CE-MEAN"},
     "nll_loss": {"none": "CE-NONE", "sum": "CE-SUM", "mean": "CE-MEAN"},
@@ -144,18 +154,25 @@ _REDUCTION_CLAUSE = {
                              "mean": "BCE-MEAN"},
     "binary_cross_entropy_with_logits": {"none": "GEN-REDUCTION", "sum": "GEN-REDUCTION",
                                          "mean": "BCEL-MEAN"},
+    "sigmoid_focal_loss": {"none": "GEN-REDUCTION", "sum": "GEN-REDUCTION",
+                           "mean": "GEN-REDUCTION"},
+    "softmax_focal_loss": _FOCAL_REDUCTION,
 }
 _GRAD_CLAUSE = {
     "cross_entropy": "GRAD-CE",
     "nll_loss": "GRAD-NLL",
     "binary_cross_entropy": "GRAD-BCE",
     "binary_cross_entropy_with_logits": "GRAD-BCEL",
+    "sigmoid_focal_loss": "FOCAL-GRAD",
+    "softmax_focal_loss": "FOCAL-GRAD",
 }
 _ELEM_CLAUSE = {
     "cross_entropy": "CE-ELEM",
     "nll_loss": "NLL-ELEM",
     "binary_cross_entropy": "BCE-ELEM",
     "binary_cross_entropy_with_logits": "BCEL-ELEM",
+    "sigmoid_focal_loss": "FOCAL-SIGMOID",
+    "softmax_focal_loss": "FOCAL-SOFTMAX",
 }
 
 
@@ -165,7 +182,7 @@ def value(case_id, loss, clauses, dtypes=ALL, keep_dtype=(), **args) -> Definiti
     Besides ``clauses`` it names the element-wise clause, the reduction's clause, the
     gradient clause and [GEN-RESULT-DTYPE], which every value case checks.
     """
-    reduction = args.get("reduction", "mean")
+    reduction = args.get("reduction", "none" if loss == "sigmoid_focal_loss" else "mean")
     probability_target = loss == "cross_entropy" and np.asarray(
         args["target"]).dtype.kind == "f"
     if probability_target:
@@ -709,6 +726,161 @@ def errors() -> Iterator[Definition]:
                 input=x23[0], target=np.ones(3), pos_weight=np.ones((2, 3)))
 
 
+def weights(case_id, fn, clauses, dtypes=WEIGHTS, **args) -> Definition:
+    """A case of a weight function: a value, no gradient."""
+    return Definition(case_id, fn, tuple(dict.fromkeys([*clauses, "CW-DTYPE"])), args,
+                      tuple(dtypes))
+
+
+LONG_TAIL = np.array([500.0, 120.0, 30.0, 5.0, 1.0])
+_SCHEME_CLAUSE = {"inverse": "CW-INVERSE", "balanced": "CW-BALANCED", "max": "CW-MAX",
+                  "inverse_sqrt": "CW-INVERSE-SQRT", "effective_number": "CW-EFFECTIVE-NUMBER",
+                  "median_frequency": "CW-MEDIAN-FREQUENCY"}
+
+
+def weight_schemes() -> Iterator[Definition]:
+    # Every scheme with every normalisation on one long-tailed count vector.
+    for scheme, clause in _SCHEME_CLAUSE.items():
+        for normalize in (None, "classes", "samples"):
+            yield weights(f"cw-{scheme}-normalize-{normalize}", "class_weights",
+                          [clause, "CW-NORMALIZE"], counts=LONG_TAIL, scheme=scheme,
+                          normalize=normalize)
+    for beta in (0.0, 0.9, 0.9999):
+        yield weights(f"cw-effective-number-beta{beta}", "class_weights",
+                      ["CW-EFFECTIVE-NUMBER"], counts=np.array([1.0, 2.0, 10.0, 1000.0]),
+                      scheme="effective_number", beta=beta)
+    yield weights("cw-median-frequency-even-classes", "class_weights",
+                  ["CW-MEDIAN-FREQUENCY"], counts=np.array([40.0, 10.0, 7.0, 3.0]),
+                  scheme="median_frequency")
+    yield weights("cw-weighted-counts", "class_weights", ["CW-BALANCED"],
+                  counts=np.array([10.5, 0.25, 3.75]), scheme="balanced")
+    # [CW-ZERO-COUNT]: an opt-in cap, or an error (NaN when traced).
+    for scheme in ("inverse", "balanced", "median_frequency"):
+        yield weights(f"cw-zero-count-capped-{scheme}", "class_weights",
+                      ["CW-ZERO-COUNT", _SCHEME_CLAUSE[scheme]],
+                      counts=np.array([100.0, 0.0, 10.0, 1.0]), scheme=scheme,
+                      normalize="samples", max_weight=8.0)
+    yield Definition("cw-zero-count-error", "class_weights", ("CW-ZERO-COUNT", "CW-DTYPE"),
+                     {"counts": np.array([100.0, 0.0, 10.0])}, WEIGHTS, (),
+                     ("ValueError", "counts"))
+    bad_options = {"scheme": {"scheme": "focal"}, "beta": {"beta": 1.0},
+                   "normalize": {"normalize": "mean"}, "max_weight": {"max_weight": 0.0}}
+    for name, option in bad_options.items():
+        yield Definition(f"cw-error-{name}", "class_weights", ("CW-ERRORS", "TRACE-STATIC"),
+                         {"counts": LONG_TAIL, **option}, WEIGHTS, (), ("ValueError", name))
+    for label, counts in (("negative", np.array([3.0, -1.0])), ("nan", np.array([3.0, np.nan])),
+                          ("2d", np.ones((2, 2)))):
+        static = ("TRACE-STATIC",) if label == "2d" else ()
+        yield Definition(f"cw-error-counts-{label}", "class_weights", ("CW-ERRORS", *static),
+                         {"counts": counts}, WEIGHTS, (), ("ValueError", "counts"))
+    # [CW-FROM-LABELS]
+    labels = np.repeat(np.arange(4), [40, 9, 3, 1])
+    labels[::7] = -100
+    for scheme in ("balanced", "inverse_sqrt"):
+        yield weights(f"cw-from-labels-{scheme}", "class_weights_from_labels",
+                      ["CW-FROM-LABELS", _SCHEME_CLAUSE[scheme]], labels=labels,
+                      num_classes=4, scheme=scheme)
+    rng = rng_for("cw-from-labels-kdim-int32")
+    yield weights("cw-from-labels-kdim-int32", "class_weights_from_labels",
+                  ["CW-FROM-LABELS", "CW-NORMALIZE"],
+                  labels=rng.randint(0, 5, (2, 6, 7)).astype(np.int32), num_classes=5,
+                  scheme="max", normalize="classes")
+    yield weights("cw-from-labels-ignore-255-capped", "class_weights_from_labels",
+                  ["CW-FROM-LABELS", "CW-ZERO-COUNT"],
+                  labels=np.array([0, 0, 1, 255, 255, 0], np.uint8), num_classes=3,
+                  scheme="inverse", ignore_index=255, max_weight=5.0)
+    yield Definition("cw-from-labels-error-range", "class_weights_from_labels",
+                     ("CW-FROM-LABELS", "ERR-TARGET-RANGE"),
+                     {"labels": np.array([0, 3, 1]), "num_classes": 3}, WEIGHTS, (),
+                     ("ValueError", "labels"))
+    yield Definition("cw-from-labels-error-num-classes", "class_weights_from_labels",
+                     ("CW-ERRORS", "TRACE-STATIC"),
+                     {"labels": np.array([0, 1]), "num_classes": 0}, WEIGHTS, (),
+                     ("ValueError", "num_classes"))
+    # [CW-POS-WEIGHT]
+    rng = rng_for("cw-pos-weight")
+    multilabel = (rng.random_sample((20, 4)) < np.array([0.5, 0.2, 0.05, 0.9])).astype(float)
+    multilabel[0] = 1.0  # every label has a positive
+    yield weights("cw-pos-weight-multilabel", "pos_weight_from_labels", ["CW-POS-WEIGHT"],
+                  targets=multilabel)
+    yield weights("cw-pos-weight-3d-soft", "pos_weight_from_labels", ["CW-POS-WEIGHT"],
+                  targets=grid(rng.uniform(0, 1, (3, 5, 2))))
+    yield weights("cw-pos-weight-no-positive-capped", "pos_weight_from_labels",
+                  ["CW-POS-WEIGHT", "CW-ZERO-COUNT"],
+                  targets=np.array([[1.0, 0.0], [0.0, 0.0], [1.0, 0.0]]), max_weight=10.0)
+    yield Definition("cw-pos-weight-error-no-positive", "pos_weight_from_labels",
+                     ("CW-POS-WEIGHT", "CW-ZERO-COUNT"),
+                     {"targets": np.array([[1.0, 0.0], [0.0, 0.0]])}, WEIGHTS, (),
+                     ("ValueError", "targets"))
+    # [RS-SAMPLE-WEIGHTS]
+    for scheme in ("inverse", "balanced"):
+        yield weights(f"rs-sample-weights-{scheme}", "sample_weights_from_labels",
+                      ["RS-SAMPLE-WEIGHTS", "CW-FROM-LABELS"], labels=labels,
+                      num_classes=4, scheme=scheme)
+
+
+def focal() -> Iterator[Definition]:
+    # [FOCAL-SIGMOID] with torchvision's defaults and variations.
+    for alpha in (0.25, None, -1.0):
+        for gamma in (0.0, 0.5, 2.0):
+            for reduction in ("none", "mean"):
+                cid = f"focal-sigmoid-alpha{alpha}-gamma{gamma}-{reduction}"
+                rng = rng_for(cid)
+                extra = ["FOCAL-GAMMA0"] if gamma == 0 and alpha is None else []
+                yield value(cid, "sigmoid_focal_loss", extra,
+                            input=logits(rng, (6, 4), scale=3.0),
+                            target=binary_targets(rng, (6, 4), soft=alpha == -1.0),
+                            alpha=alpha, gamma=gamma, reduction=reduction)
+    yield value("focal-sigmoid-saturated-gamma0.5-sum", "sigmoid_focal_loss",
+                ["FOCAL-GRAD"], input=np.array([800.0, -800.0, 0.0, 40.0, -3.0]),
+                target=np.array([1.0, 0.0, 1.0, 1.0, 1.0]), alpha=0.25, gamma=0.5,
+                reduction="sum")
+    yield value("focal-sigmoid-kdim-gamma5-none", "sigmoid_focal_loss", [],
+                input=logits(rng_for("fsk"), (2, 3, 4)), target=binary_targets(
+                    rng_for("fsk-t"), (2, 3, 4)), gamma=5.0, reduction="none")
+    # [FOCAL-SOFTMAX], reductions of the weighted cross-entropy.
+    for gamma in (0.0, 0.5, 1.0, 2.0):
+        for reduction in REDUCTIONS:
+            cid = f"focal-softmax-alpha-gamma{gamma}-ignore-{reduction}"
+            rng = rng_for(cid)
+            yield value(cid, "softmax_focal_loss",
+                        ["CE-IGNORE"] + (["FOCAL-GAMMA0"] if gamma == 0 else []),
+                        input=logits(rng, (9, 5), scale=2.0),
+                        target=class_targets(rng, (9,), 5, ignore="some"),
+                        alpha=class_weights(rng, 5), gamma=gamma, reduction=reduction)
+    for reduction in ("mean", "none"):
+        cid = f"focal-softmax-kdim2-{reduction}"
+        rng = rng_for(cid)
+        yield value(cid, "softmax_focal_loss", ["CE-KDIM", "CE-IGNORE"],
+                    input=logits(rng, (2, 4, 3, 2)),
+                    target=class_targets(rng, (2, 3, 2), 4, ignore="some"),
+                    alpha=class_weights(rng, 4), gamma=2.0, reduction=reduction)
+    yield value("focal-softmax-unbatched-sum", "softmax_focal_loss", ["CE-UNBATCHED"],
+                input=logits(rng_for("fsu"), (6,)), target=np.int64(2), reduction="sum")
+    yield value("focal-softmax-all-ignored-mean", "softmax_focal_loss",
+                ["EDGE-ALL-IGNORED", "CE-IGNORE"], input=logits(rng_for("fsai"), (3, 4)),
+                target=np.array([-100, -100, -100]), alpha=np.array([1.0, 2.0, 3.0, 4.0]))
+    yield value("focal-softmax-zero-weight-sum-mean", "softmax_focal_loss",
+                ["EDGE-ZERO-WEIGHT-SUM"], input=logits(rng_for("fszw"), (3, 3)),
+                target=np.array([0, 1, -100]), alpha=np.array([0.0, 0.0, 2.0]))
+    yield value("focal-softmax-saturated-gamma0.5-none", "softmax_focal_loss", ["FOCAL-GRAD"],
+                input=np.array([[800.0, 0.0], [40.0, 0.0], [0.5, 1.0]]),
+                target=np.array([0, 0, 0]), gamma=0.5, reduction="none")
+    for loss, tag in (("sigmoid_focal_loss", "sigmoid"), ("softmax_focal_loss", "softmax")):
+        target = np.array([1.0, 0.0]) if tag == "sigmoid" else np.array([1, 0])
+        inp = np.array([0.5, -1.0]) if tag == "sigmoid" else np.array([[0.5, -1.0], [2.0, 0.0]])
+        yield error(f"focal-{tag}-error-negative-gamma", loss,
+                    ["FOCAL-" + tag.upper(), "TRACE-STATIC"], "ValueError", "gamma",
+                    input=inp, target=target, gamma=-1.0)
+    yield error("focal-softmax-error-alpha-length", "softmax_focal_loss",
+                ["FOCAL-SOFTMAX", "ERR-WEIGHT-SHAPE", "TRACE-STATIC"], "ValueError", "alpha",
+                input=np.array([[0.5, -1.0], [2.0, 0.0]]), target=np.array([1, 0]),
+                alpha=np.ones(3))
+    yield error("focal-softmax-error-target-range", "softmax_focal_loss",
+                ["FOCAL-SOFTMAX", "ERR-TARGET-RANGE", "TRACE-TARGET-RANGE"], "ValueError",
+                "target", input=np.array([[0.5, -1.0], [2.0, 0.0]]), target=np.array([1, 2]))
+
+
 GROUPS: tuple[Callable[[], Iterator[Definition]], ...] = (
     cross_entropy_class_targets,
     cross_entropy_smoothing,
@@ -719,6 +891,8 @@ GROUPS: tuple[Callable[[], Iterator[Definition]], ...] = (
     dtype_rules,
     warnings_,
     errors,
+    weight_schemes,
+    focal,
 )
 
 
@@ -744,6 +918,8 @@ def realize(d: Definition) -> Case:
     fn, grad_fn = LOSSES[d.loss]
     rng = rng_for(d.id + "/grad_output")
     grad_output = None
+    args = {k: np.asarray(v) if isinstance(v, (np.ndarray, np.generic)) else v
+            for k, v in d.args.items()}
     if d.error:
         kind, mentions = d.error
         try:
@@ -759,23 +935,28 @@ def realize(d: Definition) -> Case:
         except (ValueError, TypeError):
             traced = "error"
         else:
-            grad_output = _grad_output(rng, output)
-            grad = grad_fn(**d.args, grad_output=grad_output, checked=False)
-            traced = {"output": output, "grad_input": np.asarray(grad, np.float64)}
+            traced = {"output": output}
+            if grad_fn is not None:
+                grad_output = _grad_output(rng, output)
+                grad = grad_fn(**d.args, grad_output=grad_output, checked=False)
+                traced["grad_input"] = np.asarray(grad, np.float64)
         expected = {"error": kind, "mentions": mentions, "traced": traced}
+        if d.loss in DEFAULT_DTYPE_RESULT:
+            expected["result_dtype"] = "default"
     else:
         output, caught = _call(fn, d.args)
-        grad_output = _grad_output(rng, output)
-        grad, _ = _call(grad_fn, d.args, grad_output=grad_output)
-        expected = {"output": output, "grad_input": grad}
+        expected = {"output": output}
+        if grad_fn is not None:
+            grad_output = _grad_output(rng, output)
+            expected["grad_input"], _ = _call(grad_fn, d.args, grad_output=grad_output)
+        if d.loss in DEFAULT_DTYPE_RESULT:
+            expected["result_dtype"] = "default"
         expected.update(_exact_zeros(d))
         names = {type(w.message).__name__ for w in caught}
         if names - {"ProbabilityInputWarning"}:
             raise GenerationError(f"{d.id}: the reference warned {names}")
         if names:
             expected["warns"] = names.pop()
-    args = {k: np.asarray(v) if isinstance(v, (np.ndarray, np.generic)) else v
-            for k, v in d.args.items() if v is not None}
     case = Case(d.id, d.loss, list(d.clauses), [], args, list(d.keep_dtype), grad_output,
                 expected)
     case.dtypes = [dt for dt in d.dtypes if _fits(case, dt)]
@@ -787,7 +968,8 @@ def realize(d: Definition) -> Case:
 def _exact_zeros(d: Definition) -> dict:
     """Positions [CE-IGNORE] makes exactly zero: ignored elements and their gradient rows."""
     target = np.asarray(d.args.get("target"))
-    if d.loss not in ("cross_entropy", "nll_loss") or target.dtype.kind not in "iu":
+    if (d.loss not in ("cross_entropy", "nll_loss", "softmax_focal_loss")
+            or target.dtype.kind not in "iu"):
         return {}
     ignored = target == d.args.get("ignore_index", -100)
     if not ignored.any():

@@ -10,9 +10,12 @@ with one case per line. A case is::
      "args": {argument: array or JSON scalar},   # keyword arguments of the loss
      "keep_dtype": [arguments not converted to the run dtype],
      "grad_output": array,                        # cotangent of the output (value cases)
-     "expected": {"output": array, "grad_input": array,
+     "expected": {"output": array, "grad_input": array,  # no gradient: neither this
+                                                          # nor grad_output
                   "zero_output": bool array, "zero_grad": bool array,  # optional
-                  "warns": warning class name}    # optional
+                  "warns": warning class name,    # optional
+                  "result_dtype": "default"}      # optional: the framework's default
+                                                  # float dtype, not the run dtype
               or {"error": "ValueError" | "TypeError", "mentions": argument name,
                   "traced": "error" | {"output": array, "grad_input": array}}}
 
@@ -172,8 +175,10 @@ def _validate(case: Case, where: str) -> None:
             raise GoldenFormatError(f"{where}: error kind must be one of {ERROR_KINDS}")
         if "mentions" not in case.expected or "traced" not in case.expected:
             raise GoldenFormatError(f"{where}: an error case needs 'mentions' and 'traced'")
-    elif not {"output", "grad_input"} <= set(case.expected) or case.grad_output is None:
-        raise GoldenFormatError(f"{where}: a value case needs output, grad_input and grad_output")
+    elif "output" not in case.expected or (
+            ("grad_input" in case.expected) != (case.grad_output is not None)):
+        raise GoldenFormatError(f"{where}: a value case needs output, and grad_input with "
+                                f"grad_output or neither")
 
 
 def case_files(directory: Path | None = None) -> list[Path]:

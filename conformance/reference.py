@@ -37,6 +37,14 @@ __all__ = [
     "cross_entropy_grad",
     "nll_loss",
     "nll_loss_grad",
+    "class_weights",
+    "class_weights_from_labels",
+    "pos_weight_from_labels",
+    "sample_weights_from_labels",
+    "sigmoid_focal_loss",
+    "sigmoid_focal_loss_grad",
+    "softmax_focal_loss",
+    "softmax_focal_loss_grad",
 ]
 
 REDUCTIONS = ("none", "mean", "sum")
@@ -160,13 +168,13 @@ def _as_param(value, name):
     return value.astype(np.float64)
 
 
-def _check_class_weight(weight, num_classes):
+def _check_class_weight(weight, num_classes, name="weight"):
     if weight is None:
         return np.ones(num_classes)
     if weight.shape != (num_classes,):
         raise ValueError(
-            f"weight must be a 1-D array with one entry per class, shape "
-            f"({num_classes},), got weight.shape={weight.shape}"
+            f"{name} must be a 1-D array with one entry per class, shape "
+            f"({num_classes},), got {name}.shape={weight.shape}"
         )
     return weight
 
@@ -292,12 +300,13 @@ class _ClassTargets:
     call, [TRACE-TARGET-RANGE]); ``D`` is the weighted mean's denominator [CE-MEAN].
     """
 
-    def __init__(self, input, target, weight, ignore_index, checked):
+    def __init__(self, input, target, weight, ignore_index, checked, weight_name="weight"):
         self.rows = _rows(input)
         self.num_classes = self.rows.shape[1]
         self.y = _class_target(input, target)
         self.target_shape = np.shape(target)
-        self.w = _check_class_weight(_as_param(weight, "weight"), self.num_classes)
+        self.w = _check_class_weight(_as_param(weight, weight_name), self.num_classes,
+                                     weight_name)
         if checked:
             _check_target_range(self.y, self.num_classes, ignore_index)
         self.valid = self.y != ignore_index
@@ -604,4 +613,286 @@ def binary_cross_entropy_with_logits_grad(input, target, weight=None, reduction=
     """Gradient ``s w ((1-y) - q sigmoid(-x))`` [GRAD-BCEL]."""
     del checked
     parts = _BCELogitsParts(input, target, weight, reduction, pos_weight)
+    return parts.grad(grad_output, reduction)
+
+
+# ----------------------------------------------------------------------------------
+# Class-weight schemes (spec section 13).
+
+SCHEMES = ("inverse", "balanced", "max", "inverse_sqrt", "effective_number",
+           "median_frequency")
+NORMALIZATIONS = (None, "classes", "samples")
+
+
+def _raw_weights(n, scheme, beta):
+    """[CW-INVERSE] [CW-BALANCED] [CW-MAX] [CW-INVERSE-SQRT] [CW-EFFECTIVE-NUMBER]
+    [CW-MEDIAN-FREQUENCY] for classes with n_c > 0."""
+    total, num_classes = fsum(n), len(n)
+    if scheme == "inverse":
+        return 1.0 / n
+    if scheme == "balanced":
+        return total / (num_classes * n)
+    if scheme == "max":
+        return np.max(n) / n
+    if scheme == "inverse_sqrt":
+        return 1.0 / np.sqrt(n)
+    if scheme == "effective_number":
+        # (1 - beta) / (1 - beta^n) written with expm1 so that neither side cancels.
+        log_beta = _log1(beta)
+        return _elementwise(lambda v: math.expm1(log_beta) / math.expm1(v * log_beta), n)
+    frequency = n / total
+    return np.median(frequency) / frequency
+
+
+def _check_weight_options(scheme, beta, normalize, max_weight):
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got scheme={scheme!r}")
+    if not 0.0 <= beta < 1.0:
+        raise ValueError(f"beta must be in [0, 1), got beta={beta!r}")
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got "
+                         f"normalize={normalize!r}")
+    if max_weight is not None and not max_weight > 0:
+        raise ValueError(f"max_weight must be positive or None, got max_weight={max_weight!r}")
+
+
+def _weights_from_counts(n, name, scheme, beta, normalize, max_weight, checked):
+    """Shared by class_weights and pos_weight_from_labels: [CW-NORMALIZE] [CW-ZERO-COUNT]."""
+    present = n > 0
+    if checked and max_weight is None and not present.all():
+        c = int(np.argmin(present))
+        raise ValueError(
+            f"{name}: class {c} has count 0, so its weight would be infinite; give "
+            f"max_weight= to cap it, or leave the class out"
+        )
+    r = np.full(len(n), np.nan)
+    with np.errstate(divide="ignore"):
+        r[present] = _raw_weights(n, scheme, beta)[present]
+    if normalize == "classes" and present.any():
+        r[present] *= present.sum() / fsum(r[present])
+    elif normalize == "samples" and present.any():
+        r[present] *= fsum(n[present]) / fsum(n[present] * r[present])
+    if max_weight is not None:
+        r = np.where(present, np.minimum(r, max_weight), max_weight)
+    return r
+
+
+def class_weights(counts, scheme="balanced", *, beta=0.999, normalize=None, max_weight=None,
+                  checked=True):
+    """Class weights from per-class counts (spec section 13).
+
+    Raw weights: inverse ``1/n_c``, balanced ``N/(C n_c)``, max ``max(n)/n_c``,
+    inverse_sqrt ``1/sqrt(n_c)``, effective_number ``(1-beta)/(1-beta^n_c)``,
+    median_frequency ``median(f)/f_c`` with ``f_c = n_c/N``; then [CW-NORMALIZE] and
+    [CW-ZERO-COUNT].
+    """
+    _check_weight_options(scheme, beta, normalize, max_weight)
+    n = np.asarray(counts)
+    if n.ndim != 1 or n.dtype.kind not in "iuf":
+        raise ValueError(f"counts must be a 1-D array of real counts, got counts with "
+                         f"shape {n.shape} and dtype {n.dtype}")
+    n = n.astype(np.float64)
+    good = np.isfinite(n) & (n >= 0)
+    if not good.all():
+        if checked:
+            raise ValueError(f"counts must be finite and non-negative, got count "
+                             f"{n[~good][0]!r}")
+        return np.full(len(n), np.nan)  # traced: no weight can be trusted
+    return _weights_from_counts(n, "counts", scheme, beta, normalize, max_weight, checked)
+
+
+def _label_counts(labels, num_classes, ignore_index, checked):
+    """[CW-FROM-LABELS]: per-class counts of the labels that are not ignore_index."""
+    if not (isinstance(num_classes, (int, np.integer)) and num_classes >= 1):
+        raise ValueError(f"num_classes must be a positive integer, got "
+                         f"num_classes={num_classes!r}")
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"labels must have an integer dtype, got labels.dtype={labels.dtype}")
+    y = labels.astype(np.int64).ravel()
+    if checked:
+        bad = (y != ignore_index) & ((y < 0) | (y >= num_classes))
+        if bad.any():
+            raise ValueError(f"labels must be class indices in [0, {num_classes}) or "
+                             f"ignore_index={ignore_index}, got label {int(y[bad][0])}")
+    valid = (y != ignore_index) & (y >= 0) & (y < num_classes)
+    return np.bincount(y[valid], minlength=num_classes).astype(np.float64), labels, valid
+
+
+def class_weights_from_labels(labels, num_classes, scheme="balanced", *, ignore_index=-100,
+                              beta=0.999, normalize=None, max_weight=None, checked=True):
+    """:func:`class_weights` of the label counts, skipping ``ignore_index`` [CW-FROM-LABELS]."""
+    _check_weight_options(scheme, beta, normalize, max_weight)
+    counts, _, _ = _label_counts(labels, num_classes, ignore_index, checked)
+    return _weights_from_counts(counts, "labels", scheme, beta, normalize, max_weight,
+                                checked)
+
+
+def sample_weights_from_labels(labels, num_classes, scheme="inverse", *, ignore_index=-100,
+                               beta=0.999, normalize=None, max_weight=None, checked=True):
+    """One weight per sample, ``w[y_i]`` (0 if ignored), for resampling [RS-SAMPLE-WEIGHTS]."""
+    _check_weight_options(scheme, beta, normalize, max_weight)
+    counts, labels, valid = _label_counts(labels, num_classes, ignore_index, checked)
+    w = _weights_from_counts(counts, "labels", scheme, beta, normalize, max_weight, checked)
+    y = labels.astype(np.int64).ravel()
+    return np.where(valid, w[np.where(valid, y, 0)], 0.0).reshape(labels.shape)
+
+
+def pos_weight_from_labels(targets, *, max_weight=None, checked=True):
+    """Per-label negatives over positives along the last axis [CW-POS-WEIGHT]."""
+    if max_weight is not None and not max_weight > 0:
+        raise ValueError(f"max_weight must be positive or None, got max_weight={max_weight!r}")
+    t = np.asarray(targets)
+    if t.ndim < 1 or t.dtype.kind not in "biuf":
+        raise ValueError(f"targets must be a real array of shape (..., L), got shape "
+                         f"{t.shape} and dtype {t.dtype}")
+    t = t.astype(np.float64).reshape(-1, t.shape[-1])
+    if checked and _outside_unit_interval(t).any():
+        raise ValueError(f"targets must lie in [0, 1], got target "
+                         f"{float(t[_outside_unit_interval(t)][0])!r}")
+    positives = fsum(t, axis=0)
+    negatives = fsum(1.0 - t, axis=0)
+    present = positives > 0
+    if checked and max_weight is None and not present.all():
+        raise ValueError(f"targets: label {int(np.argmin(present))} has no positive, so its "
+                         f"pos_weight would be infinite; give max_weight= to cap it")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(present, negatives / positives, np.nan)
+    if max_weight is not None:
+        w = np.where(present, np.minimum(w, max_weight), max_weight)
+    return w
+
+
+# ----------------------------------------------------------------------------------
+# Focal losses (spec section 14).
+
+
+def _check_gamma(gamma):
+    if not gamma >= 0:
+        raise ValueError(f"gamma must be non-negative, got gamma={gamma!r}")
+
+
+def _power(u, gamma):
+    """u^gamma with u^0 = 1, also at u = 0."""
+    return np.ones_like(u) if gamma == 0 else u ** gamma
+
+
+def _power_derivative_term(u, gamma, factor):
+    """gamma u^(gamma-1) * factor, taken as 0 where u = 0 (its limit in the focal losses,
+    where factor vanishes with u) [FOCAL-GRAD]."""
+    if gamma == 0:
+        return np.zeros_like(u)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(u > 0, gamma * np.where(u > 0, u, 1.0) ** (gamma - 1) * factor, 0.0)
+
+
+class _SigmoidFocalParts:
+    """[FOCAL-SIGMOID]"""
+
+    def __init__(self, input, target, alpha, gamma, reduction):
+        _check_reduction(reduction)
+        _check_gamma(gamma)
+        self.x = _as_floating_input(input)
+        self.y = _binary_target(self.x, target)
+        self.gamma = gamma
+        sig_x, sig_neg_x = exp(log_sigmoid(self.x)), exp(log_sigmoid(-self.x))
+        self.sig_x, self.sig_neg_x = sig_x, sig_neg_x
+        self.u = self.y * sig_neg_x + (1.0 - self.y) * sig_x  # 1 - p_t
+        with np.errstate(invalid="ignore"):
+            self.ce = (1.0 - self.y) * self.x - log_sigmoid(self.x)
+        if alpha is None or alpha < 0:
+            self.alpha_t = np.ones_like(self.x)
+        else:
+            self.alpha_t = alpha * self.y + (1.0 - alpha) * (1.0 - self.y)
+        with np.errstate(invalid="ignore"):
+            self.losses = self.alpha_t * _power(self.u, gamma) * self.ce
+        self.D = np.float64(self.x.size)
+
+    def output(self, reduction):
+        return _reduce(self.losses, reduction, self.D, self.x.shape)
+
+    def grad(self, grad_output, reduction):
+        s = _row_scale(grad_output, reduction, self.D, self.x.size).reshape(self.x.shape)
+        du = (1.0 - 2.0 * self.y) * self.sig_x * self.sig_neg_x
+        dce = (1.0 - self.y) - self.sig_neg_x
+        with np.errstate(invalid="ignore"):
+            d = (_power_derivative_term(self.u, self.gamma, du * self.ce)
+                 + _power(self.u, self.gamma) * dce)
+        return s * self.alpha_t * d
+
+
+def sigmoid_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="none", *,
+                       checked=True):
+    """RetinaNet's focal loss with torchvision's semantics [FOCAL-SIGMOID].
+
+    ``l = alpha_t (1 - p_t)^gamma ce`` with ``ce`` the binary cross-entropy of the logits,
+    ``1 - p_t = y sigmoid(-x) + (1-y) sigmoid(x)``, ``alpha_t = alpha y + (1-alpha)(1-y)``
+    (1 if alpha is None or negative); ``"mean"`` divides by the number of elements.
+    """
+    del checked
+    return _SigmoidFocalParts(input, target, alpha, gamma, reduction).output(reduction)
+
+
+def sigmoid_focal_loss_grad(input, target, alpha=0.25, gamma=2.0, reduction="none", *,
+                            grad_output=1.0, checked=True):
+    """Gradient of :func:`sigmoid_focal_loss`, 0 where saturated [FOCAL-GRAD]."""
+    del checked
+    parts = _SigmoidFocalParts(input, target, alpha, gamma, reduction)
+    return parts.grad(grad_output, reduction)
+
+
+class _SoftmaxFocalParts(_ClassTargets):
+    """[FOCAL-SOFTMAX]"""
+
+    def __init__(self, input, target, alpha, gamma, ignore_index, reduction, checked):
+        _check_reduction(reduction)
+        _check_gamma(gamma)
+        input = _as_floating_input(input)
+        if np.asarray(target).dtype.kind == "f":
+            raise TypeError("softmax_focal_loss takes class indices: target must have an "
+                            f"integer dtype, got target.dtype={np.asarray(target).dtype}")
+        super().__init__(input, target, alpha, ignore_index, checked, weight_name="alpha")
+        self.input_shape = input.shape
+        self.gamma = gamma
+        self.lp = log_softmax(self.rows)
+        self.lp_y = self.picked(self.lp)
+        self.q = exp(self.lp_y)
+        self.u = -_elementwise(math.expm1, self.lp_y)  # 1 - p_y without cancellation
+        with np.errstate(invalid="ignore"):
+            losses = self.w_y * _power(self.u, gamma) * -self.lp_y
+        self.losses = np.where(self.valid, losses, 0.0)
+
+    def output(self, reduction):
+        return _reduce(self.losses, reduction, self.D, self.target_shape)
+
+    def grad(self, grad_output, reduction):
+        """Row i: ``s_i w[y_i] B_i (p_i - e_{y_i})``, ``B = u^g - g q lp_y u^(g-1)``."""
+        s = _row_scale(grad_output, reduction, self.D, len(self.y))
+        with np.errstate(invalid="ignore"):
+            b = _power(self.u, self.gamma) - _power_derivative_term(
+                self.u, self.gamma, self.q * self.lp_y)
+        p = exp(self.lp)
+        onehot = np.zeros_like(p)
+        onehot[np.arange(len(self.y)), self.y_safe] = 1.0
+        with np.errstate(invalid="ignore", over="ignore"):
+            coef = s * self.w_y * b  # formed first, [EDGE-ZERO-WEIGHT-SUM]
+            rows = coef[:, None] * (p - onehot)
+        rows = np.where(self.valid[:, None], rows, 0.0)
+        return _unrows(rows, self.input_shape)
+
+
+def softmax_focal_loss(input, target, alpha=None, gamma=2.0, ignore_index=-100,
+                       reduction="mean", *, checked=True):
+    """Multi-class focal loss [FOCAL-SOFTMAX]: ``l_i = alpha[y_i] (1 - p_i[y_i])^gamma
+    (-log p_i[y_i])``, ignored elements 0, ``"mean"`` divided by the valid targets'
+    ``alpha`` as the weighted cross-entropy [CE-MEAN]; ``gamma=0`` is that loss
+    [FOCAL-GAMMA0]."""
+    parts = _SoftmaxFocalParts(input, target, alpha, gamma, ignore_index, reduction, checked)
+    return parts.output(reduction)
+
+
+def softmax_focal_loss_grad(input, target, alpha=None, gamma=2.0, ignore_index=-100,
+                            reduction="mean", *, grad_output=1.0, checked=True):
+    """Gradient of :func:`softmax_focal_loss`, 0 where saturated [FOCAL-GRAD]."""
+    parts = _SoftmaxFocalParts(input, target, alpha, gamma, ignore_index, reduction, checked)
     return parts.grad(grad_output, reduction)

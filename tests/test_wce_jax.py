@@ -215,18 +215,19 @@ def test_softmax_input_warns_only_in_eager_calls():
         ce(mostly, Y)
 
 
-@pytest.mark.parametrize("keep_exp,eps", [(True, 0.0), (True, 0.1), (False, 0.0)])
-def test_fused_gradient_needs_no_logits_sized_temporary(keep_exp, eps, monkeypatch):
-    """The compiled forward+backward holds less than 0.1x the logits beyond its inputs
-    and outputs (see _losses._keep_exp). CPU runs keep_exp=True; the recompute strategy
-    is for backends that fuse reductions into their producers, and XLA on CPU
-    materialises its smoothing sum, so only its unsmoothed form is held to this here."""
-    monkeypatch.setattr(_losses, "_keep_exp", lambda: keep_exp)
+@pytest.mark.parametrize("strategy,eps", [("exp", 0.0), ("shifted", 0.1), ("logits", 0.0)])
+def test_fused_gradient_needs_no_logits_sized_temporary(strategy, eps, monkeypatch):
+    """The compiled forward+backward, with logits, targets and weights all passed in,
+    holds less than 0.1x the logits beyond its inputs and outputs (see
+    _losses._strategy). The "logits" strategy is for backends that fuse reductions into
+    their producers; XLA on CPU materialises its smoothing sum, so only its unsmoothed
+    form is held to this here."""
+    monkeypatch.setattr(_losses, "_strategy", lambda eps: strategy)
     x = jnp.zeros((1024, 1000), jnp.float32)
     y = jnp.zeros((1024,), jnp.int32)
     w = jnp.ones((1000,), jnp.float32)
-    step = jax.jit(jax.value_and_grad(lambda x: ce(x, y, weight=w, label_smoothing=eps)))
-    temp = step.lower(x).compile().memory_analysis().temp_size_in_bytes
+    step = jax.jit(jax.value_and_grad(lambda x, y, w: ce(x, y, weight=w, label_smoothing=eps)))
+    temp = step.lower(x, y, w).compile().memory_analysis().temp_size_in_bytes
     assert temp <= 0.1 * x.nbytes, f"temporary memory {temp / x.nbytes:.2f}x the logits"
 
 
@@ -234,10 +235,10 @@ RECOMPUTE_CASES = [c for c in golden.load_cases() if c.loss == "cross_entropy"
                    and not c.is_error and c.args["target"].dtype.kind in "iu"][::2]
 
 
-def test_recompute_strategy_passes_the_goldens(monkeypatch):
+def test_logits_strategy_passes_the_goldens(monkeypatch):
     """The GPU/TPU residual strategy, run on CPU against half of the class-target CE
     cases in float32 (``python -m conformance run`` runs it on a GPU against all)."""
-    monkeypatch.setattr(_losses, "_keep_exp", lambda: False)
+    monkeypatch.setattr(_losses, "_strategy", lambda eps: "logits")
     adapter = adapters.load("wce_jax")
     records = [runner.run_case(adapter, case, "float32") for case in RECOMPUTE_CASES
                if "float32" in case.dtypes]

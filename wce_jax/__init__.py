@@ -11,18 +11,33 @@ GPU and TPU::
 """
 
 from wce_jax._checks import ProbabilityInputWarning, checked
+from wce_jax._focal import sigmoid_focal_loss, softmax_focal_loss
 from wce_jax._losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
     cross_entropy,
     nll_loss,
 )
+from wce_jax._weights import (
+    balanced_indices,
+    class_weights,
+    class_weights_from_labels,
+    pos_weight_from_labels,
+    sample_weights_from_labels,
+)
 
 __all__ = [
     "ProbabilityInputWarning",
+    "balanced_indices",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "checked",
+    "class_weights",
+    "class_weights_from_labels",
     "cross_entropy",
     "nll_loss",
+    "pos_weight_from_labels",
+    "sample_weights_from_labels",
+    "sigmoid_focal_loss",
+    "softmax_focal_loss",
 ]

@@ -90,33 +90,53 @@ class UnitInterval:
         return (values >= 0) & (values <= 1)
 
 
+@dataclasses.dataclass(frozen=True)
+class FiniteNonNegative:
+    """[CW-ERRORS]: counts are finite and non-negative."""
+
+    def __call__(self, values):
+        return (values >= 0) & (values < float("inf"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Positive:
+    """[CW-ZERO-COUNT]: a count or number of positives above zero."""
+
+    def __call__(self, values):
+        return values > 0
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _violation(predicate, values):
-    """(all ok, first offending value), computed on the device: two scalars come back."""
+    """(all ok, index of the first offender, its value), computed on the device."""
     ok = predicate(values).ravel()
-    return jnp.all(ok), values.ravel()[jnp.argmin(ok)] if ok.size else jnp.zeros((), values.dtype)
+    index = jnp.argmin(ok) if ok.size else jnp.zeros((), jnp.int32)
+    return jnp.all(ok), index, values.ravel()[index] if ok.size else jnp.zeros((), values.dtype)
 
 
 def require(predicate, values, message: str) -> None:
     """A value check: ``predicate(values)`` must hold everywhere.
 
-    Eager calls raise ValueError with ``message`` formatted with ``{value}``, the first
-    offending value. Traced calls cannot look at values: they check nothing, unless traced
-    inside :func:`checked`, where the check becomes a checkify check.
+    Eager calls raise ValueError with ``message`` formatted with ``{value}`` and
+    ``{index}``, the first offending value and its flat index. Calls inside ``jit`` or
+    ``vmap`` cannot look at values: they check nothing, unless traced inside
+    :func:`checked`, where the check becomes a checkify check.
     """
     known = concrete(values)
     if known is None:
         if _CHECKS_ON.get():
-            ok, first = _violation(predicate, values)
-            checkify.check(ok, message, value=first)
+            ok, index, first = _violation(predicate, values)
+            checkify.check(ok, message, value=first, index=index)
         return
-    ok, first = _violation(predicate, known)
+    ok, index, first = _violation(predicate, known)
     if is_traced(ok):  # known values closed over inside someone's trace: look on the host
-        host = np.asarray(known)
+        host = np.asarray(known).ravel()
         ok_host = np.asarray(predicate(host))
-        ok, first = ok_host.all(), (host[~ok_host].ravel()[:1].sum())
+        ok, index = ok_host.all(), int(np.argmin(ok_host)) if host.size else 0
+        first = host[index] if host.size else 0
     if not bool(ok):
-        raise ValueError(message.format(value=np.asarray(first).item()))
+        raise ValueError(message.format(value=np.asarray(first).item(),
+                                        index=np.asarray(index).item()))
 
 
 def reduction(reduction) -> str:

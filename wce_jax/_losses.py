@@ -92,7 +92,7 @@ def cross_entropy(
     check.class_target_range(target, logits.shape[axis], ignore_index)
     check.warn_if_probabilities(logits, axis)
     return _class_cross_entropy(logits, target, weight, ignore_index=ignore_index, eps=eps,
-                                reduction=reduction, axis=axis, keep_exp=_keep_exp())
+                                reduction=reduction, axis=axis, strategy=_strategy(eps))
 
 
 def nll_loss(
@@ -185,14 +185,14 @@ def binary_cross_entropy_with_logits(
 
 
 @functools.partial(jax.jit,
-                   static_argnames=("ignore_index", "eps", "reduction", "axis", "keep_exp"))
+                   static_argnames=("ignore_index", "eps", "reduction", "axis", "strategy"))
 def _class_cross_entropy(logits, target, weight, *, ignore_index, eps, reduction, axis,
-                         keep_exp):
+                         strategy):
     dtype = check.compute_dtype(logits.dtype)
     x = jnp.moveaxis(logits, axis, -1)
     w = _class_weights(weight, x.shape[-1], dtype)
     valid, y, w_y, _ = _class_terms(target, w, x.shape[-1], ignore_index)
-    losses = _ce_elements(x.astype(dtype), y, valid, w_y, w, eps, keep_exp)
+    losses = _ce_elements(x.astype(dtype), y, valid, w_y, w, eps, strategy)
     return _reduce(losses, w_y, reduction).astype(logits.dtype)
 
 
@@ -296,67 +296,66 @@ def _binary_target(target, shape):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _ce_elements(x, y, valid, w_y, w, eps, keep_exp):
-    return _ce_elements_fwd(x, y, valid, w_y, w, eps, keep_exp)[0]
+def _ce_elements(x, y, valid, w_y, w, eps, strategy):
+    return _ce_elements_fwd(x, y, valid, w_y, w, eps, strategy)[0]
 
 
-def _keep_exp() -> bool:
-    """Which residual the backward pass reads.
+def _strategy(eps: float) -> str:
+    """Which logits-sized array the backward pass reads, by what the compiler fuses.
 
-    XLA on CPU writes ``exp(x - m)`` to memory on the way to its row sums anyway, so
-    keeping it and scaling it in place is the cheapest gradient there (as fast as optax's
-    unweighted loss). XLA on GPU and TPU fuses the reductions into the read of the logits,
-    so recomputing ``exp`` from the logits costs less than a logits-sized write and read.
-    Either way the memory beyond the logits and their gradient is O(rows).
+    * ``"logits"`` (GPU, TPU): XLA fuses the row reductions into the read of the logits,
+      so the backward recomputes ``exp(x - m)`` from the logits, which cost nothing to keep.
+    * ``"exp"`` (CPU, no smoothing): XLA on CPU writes ``exp(x - m)`` to memory on its
+      way to the row sums anyway; keeping it and scaling it in place is as fast as
+      optax's unweighted loss.
+    * ``"shifted"`` (CPU, smoothing): XLA on CPU cannot fuse a per-row shift or a weight
+      vector into a reduction, so ``d = x - m`` is written once; the row sums of
+      ``exp(d)`` and the smoothing term ``d @ w`` read it, and the backward turns it into
+      the gradient in place.
+
+    Either way the compiled forward+backward holds no logits-sized temporary beyond the
+    one that becomes the gradient.
     """
-    return jax.default_backend() == "cpu"
+    if jax.default_backend() != "cpu":
+        return "logits"
+    return "shifted" if eps else "exp"
 
 
-def _ce_elements_fwd(x, y, valid, w_y, w, eps, keep_exp):
+def _ce_elements_fwd(x, y, valid, w_y, w, eps, strategy):
     """Per-element [CE-ELEM] [CE-SMOOTH], with the shifted log-softmax of spec section 0.
 
-    ``x`` is in the computation dtype, class axis last.
+    ``x`` is in the computation dtype, class axis last. The smoothing term
+    ``sum_c w_c * -lp_c = W log_s - sum_c w_c (x_c - m)`` is summed relative to the row
+    maximum, so large logits do not cancel.
     """
     m = jnp.max(x, axis=-1, keepdims=True)
-    e = jnp.exp(x - m)
+    shifted = x - m
+    e = jnp.exp(shifted)
     log_s = jnp.log(jnp.sum(e, axis=-1))
-    x_y = jnp.take_along_axis(x, y[..., None], axis=-1)[..., 0]
+    x_y = jnp.take_along_axis(x, y[..., None], axis=-1)[..., 0]  # gathered from x itself
     nll = log_s - (x_y - m[..., 0])  # -lp[i, y_i]
     losses = (1.0 - eps) * w_y * nll
     if eps:
-        losses = losses + (eps / x.shape[-1]) * _weighted_minus_lp(x, m, log_s, w, keep_exp)
-    residuals = (x, e if keep_exp else None, y, valid, w_y, w, m, log_s, nll)
-    return jnp.where(valid, losses, 0.0), residuals
+        weighted = shifted @ w if strategy == "shifted" else jnp.sum(w * shifted, axis=-1)
+        losses = losses + (eps / x.shape[-1]) * (jnp.sum(w) * log_s - weighted)
+    kept = {"logits": x, "exp": e, "shifted": shifted}[strategy]
+    return jnp.where(valid, losses, 0.0), (kept, y, valid, w_y, w, m, log_s, nll)
 
 
-def _weighted_minus_lp(xf, m, log_s, w, keep_exp):
-    """``sum_c w_c * -lp_c = W log_s + sum_c w_c (m - x_c)`` per row, for [CE-SMOOTH].
-
-    The sum is taken relative to a shift so that large logits do not cancel. On GPU and
-    TPU the shift is the row maximum, fused into the read of the logits. XLA on CPU would
-    write a logits-sized broadcast of a per-row shift, so there the shift is the largest
-    finite row maximum of the batch (one scalar): exact for logits that share an offset,
-    with a relative error of about eps32 * |row offset - batch offset| / row spread.
-    """
-    total_w = jnp.sum(w)
-    if not keep_exp:
-        return total_w * log_s + jnp.sum(w * (m - xf), axis=-1)
-    finite_m = jnp.where(jnp.isfinite(m), m, -jnp.inf)
-    g = jnp.max(finite_m, initial=-jnp.inf)
-    g = jnp.where(jnp.isfinite(g), g, 0.0)
-    return total_w * (log_s + (m[..., 0] - g)) - jnp.sum(w * (xf - g), axis=-1)
-
-
-def _ce_elements_bwd(eps, keep_exp, residuals, ct):
+def _ce_elements_bwd(eps, strategy, residuals, ct):
     """[GRAD-CE]: row i is ``ct_i (1-eps) w[y_i] (p_i - e_{y_i}) + ct_i (eps/C) (W p_i - w)``.
 
-    One fused elementwise expression over the logits; ignored rows are exactly zero. The
-    scalar ``ct_i (1-eps) w[y_i]`` is formed first, so a zero-weight mean (``ct = NaN``)
-    gives NaN rows [EDGE-ZERO-WEIGHT-SUM].
+    One fused elementwise expression over the kept array; ignored rows are exactly zero.
+    The scalar ``ct_i (1-eps) w[y_i]`` is formed first, so a zero-weight mean
+    (``ct = NaN``) gives NaN rows [EDGE-ZERO-WEIGHT-SUM].
     """
-    x, e, y, valid, w_y, w, m, log_s, nll = residuals
-    num_classes = x.shape[-1]
-    p = e * jnp.exp(-log_s)[..., None] if keep_exp else jnp.exp(x - m - log_s[..., None])
+    kept, y, valid, w_y, w, m, log_s, nll = residuals
+    num_classes = kept.shape[-1]
+    shifted = kept - m if strategy == "logits" else kept  # (unused for "exp")
+    if strategy == "exp":
+        p = kept * jnp.exp(-log_s)[..., None]
+    else:
+        p = jnp.exp(shifted - log_s[..., None])
     coef = ct * (1.0 - eps) * w_y
     onehot = jnp.arange(num_classes) == y[..., None]
     grad = coef[..., None] * p - jnp.where(onehot, coef[..., None], 0.0)
@@ -364,9 +363,9 @@ def _ce_elements_bwd(eps, keep_exp, residuals, ct):
     if eps:
         smooth_ct = ct * (eps / num_classes)
         grad = grad + smooth_ct[..., None] * (jnp.sum(w) * p - w)
-        minus_lp = jnp.where(valid[..., None], log_s[..., None] - (x - m), 0.0)
+        minus_lp = jnp.where(valid[..., None], log_s[..., None] - shifted, 0.0)
         ct_w = jnp.sum(jnp.where(valid, smooth_ct, 0.0)[..., None] * minus_lp,
-                       axis=tuple(range(x.ndim - 1)))
+                       axis=tuple(range(kept.ndim - 1)))
     grad_x = jnp.where(valid[..., None], grad, 0.0)
     ct_w_y = jnp.where(valid, ct * (1.0 - eps) * nll, 0.0)
     return grad_x, None, None, ct_w_y, ct_w

@@ -14,8 +14,17 @@ from wce_torch.functional import (
     binary_cross_entropy_with_logits,
     cross_entropy,
     nll_loss,
+    sigmoid_focal_loss,
+    softmax_focal_loss,
 )
 from wce_torch.modules import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, NLLLoss
+from wce_torch.weights import (
+    balanced_sampler,
+    class_weights,
+    class_weights_from_labels,
+    pos_weight_from_labels,
+    sample_weights_from_labels,
+)
 
 __all__ = [
     "BCELoss",
@@ -23,8 +32,15 @@ __all__ = [
     "CrossEntropyLoss",
     "NLLLoss",
     "ProbabilityInputWarning",
+    "balanced_sampler",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
+    "class_weights",
+    "class_weights_from_labels",
     "cross_entropy",
     "nll_loss",
+    "pos_weight_from_labels",
+    "sample_weights_from_labels",
+    "sigmoid_focal_loss",
+    "softmax_focal_loss",
 ]

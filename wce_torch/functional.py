@@ -161,6 +161,86 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     return _reduce(losses, None, reduction, input.shape).to(input.dtype)
 
 
+def sigmoid_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="none"):
+    r"""RetinaNet's focal loss, with ``torchvision.ops.sigmoid_focal_loss``'s semantics.
+
+    [FOCAL-SIGMOID]::
+
+        l = alpha_t * (1 - p_t)^gamma * ce,   1 - p_t = y sigmoid(-x) + (1 - y) sigmoid(x)
+
+    with ``ce`` the binary cross-entropy of the logits and
+    ``alpha_t = alpha y + (1 - alpha)(1 - y)`` (1 when ``alpha`` is None or negative).
+    ``reduction`` defaults to ``"none"`` as in torchvision; ``"mean"`` divides by the
+    number of elements. Saturated logits have a zero gradient for any ``gamma``
+    [FOCAL-GRAD], where torchvision's is NaN for ``gamma < 1``.
+    """
+    input = check.floating(input, "input")
+    reduction = check.reduction(None, None, reduction)
+    gamma = _gamma(gamma)
+    target = _binary_target(target, input.shape)
+    dtype = check.compute_dtype(input.dtype)
+    x, y = input.to(dtype), target.to(dtype)
+    ce = (1.0 - y) * x - F.logsigmoid(x)  # [BCEL-ELEM] with q = 1
+    u = y * torch.sigmoid(-x) + (1.0 - y) * torch.sigmoid(x)  # 1 - p_t, no cancellation
+    losses = _modulating(u, gamma) * ce
+    if alpha is not None and alpha >= 0:
+        losses = (alpha * y + (1.0 - alpha) * (1.0 - y)) * losses
+    return _reduce(losses, None, reduction, input.shape).to(input.dtype)
+
+
+def softmax_focal_loss(input, target, alpha=None, gamma=2.0, ignore_index=-100,
+                       reduction="mean"):
+    r"""Multi-class focal loss with per-class weights, reduced like the weighted
+    cross-entropy.
+
+    [FOCAL-SOFTMAX]: ``l_i = alpha[y_i] * (1 - p_i[y_i])^gamma * -log p_i[y_i]``, ignored
+    elements exactly 0, ``"mean"`` divided by ``sum_{i valid} alpha[y_i]`` [CE-MEAN].
+    ``gamma=0`` is :func:`cross_entropy` with ``weight=alpha`` [FOCAL-GAMMA0]. ``alpha``
+    has shape ``(C,)``; targets, ``ignore_index`` and errors as in :func:`cross_entropy`.
+    """
+    input = check.floating(input, "input")
+    reduction = check.reduction(None, None, reduction)
+    gamma = _gamma(gamma)
+    ignore_index = check.ignore_index(ignore_index)
+    check.class_axis(input, "input")
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if check.is_probability_target(target):
+        raise TypeError("softmax_focal_loss takes class indices: target must have an "
+                        f"integer dtype, got target.dtype={target.dtype}")
+    num_classes = input.shape[0 if input.dim() == 1 else 1]
+    alpha = check.real_param(alpha, "alpha")
+    if alpha is not None and tuple(alpha.shape) != (num_classes,):
+        raise ValueError(f"alpha must be a 1-D tensor with one entry per class, shape "
+                         f"({num_classes},), got alpha.shape={tuple(alpha.shape)}")
+    check.target_shape(target, _target_shape(input), "the input's shape without the class axis")
+    check.class_target_range(target, num_classes, ignore_index)
+    dtype = check.compute_dtype(input.dtype)
+    w = _class_weights(alpha, num_classes, dtype, input.device)
+    valid, y, w_y = _class_terms(target.reshape(-1), w, num_classes, ignore_index)
+    x = torch.where(valid[:, None], _rows(input).to(dtype), 0.0)  # ignored rows: no influence
+    lp_y = torch.log_softmax(x, dim=-1).gather(1, y[:, None])[:, 0]
+    u = -torch.expm1(lp_y)  # 1 - p_y without cancellation
+    losses = torch.where(valid, w_y * _modulating(u, gamma) * -lp_y, 0.0)
+    return _reduce(losses, w_y, reduction, _target_shape(input)).to(input.dtype)
+
+
+def _gamma(gamma) -> float:
+    gamma = float(gamma)
+    if not gamma >= 0:
+        raise ValueError(f"gamma must be non-negative, got gamma={gamma!r}")
+    return gamma
+
+
+def _modulating(u, gamma):
+    """``u^gamma``, with ``0^0 = 1`` and a zero derivative at ``u = 0`` [FOCAL-GRAD]:
+    where the logits saturate, the derivative of ``u^gamma`` for ``gamma < 1`` is
+    infinite but the loss's gradient tends to 0."""
+    if gamma == 0:
+        return torch.ones_like(u)
+    return torch.where(u > 0, torch.where(u > 0, u, 1.0) ** gamma, 0.0)
+
+
 # ----------------------------------------------------------------------------------
 # Shared pieces.
 

@@ -38,8 +38,11 @@ KNOWN = {
     "onnxruntime": "conformance.adapters.onnxruntime",
 }
 OWN = ("reference", "torch", "wce_jax", "wce_torch")  # the default run
-ALL_LOSSES = frozenset({"cross_entropy", "nll_loss", "binary_cross_entropy",
-                        "binary_cross_entropy_with_logits"})
+TORCH_LOSSES = frozenset({"cross_entropy", "nll_loss", "binary_cross_entropy",
+                          "binary_cross_entropy_with_logits"})  # torch.nn.functional's
+ALL_LOSSES = TORCH_LOSSES | {"sigmoid_focal_loss", "softmax_focal_loss", "class_weights",
+                             "class_weights_from_labels", "pos_weight_from_labels",
+                             "sample_weights_from_labels"}
 
 
 @dataclasses.dataclass

@@ -17,11 +17,14 @@ class ReferenceAdapter(Adapter):
 
     def call(self, case, dtype, traced):
         args = split_args(case, dtype, lambda a, dt: a.astype(dt))
-        loss = getattr(reference, case.loss)
-        grad = getattr(reference, case.loss + "_grad")
-        output = np.asarray(loss(**args, checked=not traced), dtype=np.float64)
-        grad_input = grad(**args, grad_output=case.grad_output, checked=not traced)
-        return Outcome(output, np.asarray(grad_input, np.float64), "float64", "float64")
+        output = getattr(reference, case.loss)(**args, checked=not traced)
+        grad = None
+        if case.grad_output is not None:
+            grad = getattr(reference, case.loss + "_grad")(
+                **args, grad_output=case.grad_output, checked=not traced)
+            grad = np.asarray(grad, np.float64)
+        return Outcome(np.asarray(output, np.float64), grad, "float64",
+                       None if grad is None else "float64")
 
 
 ADAPTER = ReferenceAdapter()

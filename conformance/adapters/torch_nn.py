@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from conformance import spec
-from conformance.adapters import Adapter, Outcome, split_args
+from conformance.adapters import TORCH_LOSSES, Adapter, Outcome, split_args
 
 
 def to_torch(a: np.ndarray, dtype: str) -> torch.Tensor:
@@ -26,9 +26,11 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 
 
 def run_torch(fn, case, dtype):
-    """Call ``fn`` (a torch.nn.functional-style loss) on the case; forward and backward."""
+    """Call ``fn`` (a torch.nn.functional-style function) on the case, and backward."""
     args = split_args(case, dtype, to_torch)
-    x = args["input"].requires_grad_(args["input"].is_floating_point())
+    x = args.get("input")
+    if x is not None and x.is_floating_point():
+        x.requires_grad_()
     output = fn(**args)
     grad = None
     if case.grad_output is not None and output.requires_grad:
@@ -42,6 +44,7 @@ def run_torch(fn, case, dtype):
 class TorchAdapter(Adapter):
     name = "torch"
     description = f"torch.nn.functional (torch {torch.__version__})"
+    losses = TORCH_LOSSES
     deviations = spec.torch_deviations()
 
     def call(self, case, dtype, traced):

@@ -16,8 +16,9 @@ from conformance.adapters import Adapter, Outcome, split_args
 # wce_jax names the first argument after what it holds.
 FIRST_ARGUMENT = {"cross_entropy": "logits", "nll_loss": "log_probs",
                   "binary_cross_entropy": "probs",
-                  "binary_cross_entropy_with_logits": "logits"}
-CLASS_AXIS_LOSSES = ("cross_entropy", "nll_loss")
+                  "binary_cross_entropy_with_logits": "logits",
+                  "sigmoid_focal_loss": "logits", "softmax_focal_loss": "logits"}
+CLASS_AXIS_LOSSES = ("cross_entropy", "nll_loss", "softmax_focal_loss")
 
 
 def to_host(a: np.ndarray, dtype: str) -> np.ndarray:
@@ -31,7 +32,7 @@ def to_float64(a) -> np.ndarray:
 
 def channels_last(case, args):
     """torch layout (class axis 1) -> JAX layout (class axis last), and the way back."""
-    x = args["input"]
+    x = args.get("input")
     if case.loss not in CLASS_AXIS_LOSSES or x.ndim < 3:
         return args, lambda g: g
     args = dict(args, input=np.moveaxis(x, 1, -1))
@@ -48,7 +49,7 @@ class WceJaxAdapter(Adapter):
     traced = True
 
     def argument_name(self, loss, name):
-        return FIRST_ARGUMENT[loss] if name == "input" else name
+        return FIRST_ARGUMENT.get(loss, name) if name == "input" else name
 
     def modes(self, case):
         if case.is_error or "warns" in case.expected:
@@ -61,9 +62,11 @@ class WceJaxAdapter(Adapter):
             fn = getattr(wce_jax, case.loss)
             static = {k: v for k, v in args.items() if not isinstance(v, np.ndarray)}
             arrays = {k: jnp.asarray(v) for k, v in args.items() if isinstance(v, np.ndarray)}
-            x = arrays.pop("input")
+            x = arrays.pop("input", None)
 
             def value_and_grad(x, arrays, g):
+                if x is None:  # a weight function of counts or labels
+                    return fn(**arrays, **static), None
                 output, vjp = jax.vjp(lambda x: fn(x, **arrays, **static), x)
                 return output, None if g is None else vjp(g)[0]
 

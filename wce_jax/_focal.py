@@ -1,0 +1,124 @@
+"""Focal losses (spec section 14)."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from wce_jax import _checks as check
+from wce_jax._losses import _binary_target, _class_terms, _class_weights, _reduce, _without
+
+Array = jax.Array
+
+
+def sigmoid_focal_loss(
+    logits: ArrayLike,
+    target: ArrayLike,
+    alpha: float | None = 0.25,
+    gamma: float = 2.0,
+    reduction: str = "none",
+) -> Array:
+    r"""RetinaNet's focal loss, with ``torchvision.ops.sigmoid_focal_loss``'s semantics.
+
+    [FOCAL-SIGMOID]::
+
+        l = alpha_t * (1 - p_t)^gamma * ce,   1 - p_t = y sigmoid(-x) + (1 - y) sigmoid(x)
+
+    with ``ce`` the binary cross-entropy of the logits and
+    ``alpha_t = alpha y + (1 - alpha)(1 - y)`` (1 when ``alpha`` is None or negative).
+    ``reduction`` defaults to ``"none"`` as in torchvision; ``"mean"`` divides by the
+    number of elements. ``gamma=0, alpha=None`` is the binary cross-entropy
+    [FOCAL-GAMMA0]; saturated logits have a zero gradient for any ``gamma`` [FOCAL-GRAD].
+    """
+    logits = check.floating(logits, "logits")
+    reduction = check.reduction(reduction)
+    gamma = _gamma(gamma)
+    target = _binary_target(target, logits.shape)
+    alpha = None if alpha is None or alpha < 0 else float(alpha)
+    return _sigmoid_focal(logits, target, alpha=alpha, gamma=gamma, reduction=reduction)
+
+
+def softmax_focal_loss(
+    logits: ArrayLike,
+    target: ArrayLike,
+    alpha: ArrayLike | None = None,
+    gamma: float = 2.0,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    axis: int = -1,
+) -> Array:
+    r"""Multi-class focal loss with per-class weights, reduced like the weighted
+    cross-entropy.
+
+    [FOCAL-SOFTMAX]: ``l_i = alpha[y_i] * (1 - p_i[y_i])^gamma * -log p_i[y_i]``, ignored
+    elements exactly 0, ``"mean"`` divided by ``sum_{i valid} alpha[y_i]`` [CE-MEAN].
+    ``gamma=0`` is :func:`wce_jax.cross_entropy` with ``weight=alpha`` [FOCAL-GAMMA0].
+    ``alpha`` has shape ``(C,)``; targets, ``ignore_index``, ``axis`` and errors as in
+    :func:`wce_jax.cross_entropy`.
+    """
+    logits = check.floating(logits, "logits")
+    reduction = check.reduction(reduction)
+    gamma = _gamma(gamma)
+    ignore_index = check.ignore_index(ignore_index)
+    axis = check.class_axis(logits, axis, "logits")
+    target = jnp.asarray(target)
+    if check.is_probability_target(target):
+        raise TypeError("softmax_focal_loss takes class indices: target must have an "
+                        f"integer dtype, got target.dtype={target.dtype}")
+    num_classes = logits.shape[axis]
+    alpha = check.real_param(alpha, "alpha")
+    if alpha is not None and alpha.shape != (num_classes,):
+        raise ValueError(f"alpha must be a 1-D array with one entry per class, shape "
+                         f"({num_classes},), got alpha.shape={alpha.shape}")
+    check.target_shape(target, _without(logits.shape, axis),
+                       "the logits' shape without the class axis")
+    check.class_target_range(target, num_classes, ignore_index)
+    return _softmax_focal(logits, target, alpha, gamma=gamma, ignore_index=ignore_index,
+                          reduction=reduction, axis=axis)
+
+
+def _gamma(gamma) -> float:
+    if check.is_traced(gamma):
+        raise TypeError("gamma must be a Python number (it is static under jit), got a "
+                        "traced value")
+    gamma = float(gamma)
+    if not gamma >= 0:
+        raise ValueError(f"gamma must be non-negative, got gamma={gamma!r}")
+    return gamma
+
+
+def _modulating(u, gamma):
+    """``u^gamma``, with ``0^0 = 1`` and a zero derivative at ``u = 0`` [FOCAL-GRAD]:
+    where the logits saturate, the derivative of ``u^gamma`` for ``gamma < 1`` is
+    infinite but the loss's gradient tends to 0."""
+    if gamma == 0:
+        return jnp.ones_like(u)
+    return jnp.where(u > 0, jnp.where(u > 0, u, 1.0) ** gamma, 0.0)
+
+
+@functools.partial(jax.jit, static_argnames=("alpha", "gamma", "reduction"))
+def _sigmoid_focal(logits, target, *, alpha, gamma, reduction):
+    dtype = check.compute_dtype(logits.dtype)
+    x, y = logits.astype(dtype), target.astype(dtype)
+    ce = (1.0 - y) * x + jax.nn.softplus(-x)  # [BCEL-ELEM] with q = 1
+    u = y * jax.nn.sigmoid(-x) + (1.0 - y) * jax.nn.sigmoid(x)  # 1 - p_t, no cancellation
+    losses = _modulating(u, gamma) * ce
+    if alpha is not None:
+        losses = (alpha * y + (1.0 - alpha) * (1.0 - y)) * losses
+    return _reduce(losses, None, reduction).astype(logits.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("gamma", "ignore_index", "reduction", "axis"))
+def _softmax_focal(logits, target, alpha, *, gamma, ignore_index, reduction, axis):
+    dtype = check.compute_dtype(logits.dtype)
+    x = jnp.moveaxis(logits, axis, -1).astype(dtype)
+    w = _class_weights(alpha, x.shape[-1], dtype)
+    valid, y, w_y, _ = _class_terms(target, w, x.shape[-1], ignore_index)
+    x = jnp.where(valid[..., None], x, 0.0)  # ignored rows have no influence
+    lp_y = jnp.take_along_axis(jax.nn.log_softmax(x, axis=-1), y[..., None], axis=-1)[..., 0]
+    u = -jnp.expm1(lp_y)  # 1 - p_y without cancellation
+    losses = jnp.where(valid, w_y * _modulating(u, gamma) * -lp_y, 0.0)
+    return _reduce(losses, w_y, reduction).astype(logits.dtype)
