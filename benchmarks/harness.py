@@ -1,0 +1,198 @@
+"""Timing and memory of the registered cases: warm-up, interleaved rounds, statistics.
+
+For one shape, every case is set up and warmed up (the first calls compile), and the
+number of calls per measurement is chosen so that one measurement lasts at least
+``min_time`` seconds. Then ``rounds`` rounds run the cases one after another
+(round-robin, the starting case rotating from round to round), so that a slow spell of
+the machine hits every implementation of the shape alike. A measurement is the mean
+time of one call over its calls; each call blocks on its result
+(``jax.block_until_ready``; PyTorch on CPU returns when it is done).
+
+Ratios are formed within the run and the shape: ``ratio`` is the case's mean time over
+its baseline's mean time, and ``ratio_std`` the standard deviation of the per-round
+ratios (case time in round k / baseline time in round k), which cancels the slow and
+fast spells that hit both alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import math
+import time
+import traceback
+from typing import Any, Callable, Optional, Sequence
+
+from benchmarks.registry import Case, Shape, Unavailable
+
+OK, SKIPPED, ERROR = "ok", "skipped", "error"
+
+
+@dataclasses.dataclass
+class Row:
+    """The measurements of one case on one shape (one row of the table and the JSON)."""
+
+    shape: Shape
+    case: str
+    framework: str
+    baseline: Optional[str]
+    status: str = OK
+    note: str = ""
+    logits_bytes: int = 0
+    calls_per_measurement: int = 0
+    times_s: list = dataclasses.field(default_factory=list)  # one per round
+    mean_s: Optional[float] = None
+    std_s: Optional[float] = None
+    min_s: Optional[float] = None
+    max_s: Optional[float] = None
+    ratio: Optional[float] = None
+    ratio_std: Optional[float] = None
+    round_ratios: list = dataclasses.field(default_factory=list)
+    memory_bytes: Optional[int] = None
+    memory_kind: Optional[str] = None
+    memory_fraction: Optional[float] = None
+    memory_ratio: Optional[float] = None
+    goal_time_ratio: Optional[float] = None
+    goal_memory_fraction: Optional[float] = None
+    #: ratios of means against every baseline of the run, for cross-framework context
+    context_ratios: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def elements(self) -> int:
+        return math.prod(self.shape)
+
+    def goals(self) -> dict:
+        """``{"time": bool, "memory": bool}`` for the goals this case has, where measured."""
+        met = {}
+        if self.goal_time_ratio is not None and self.ratio is not None:
+            met["time"] = self.ratio <= self.goal_time_ratio
+        if self.goal_memory_fraction is not None and self.memory_fraction is not None:
+            met["memory"] = self.memory_fraction <= self.goal_memory_fraction
+        return met
+
+
+def blocker(framework: str) -> Callable[[Any], Any]:
+    """What waits for a case's result: ``jax.block_until_ready`` for JAX, which
+    dispatches asynchronously; nothing for PyTorch on CPU, which returns when done."""
+    if framework == "jax":
+        import jax
+
+        return jax.block_until_ready
+    return lambda result: result
+
+
+def _timed(fn: Callable[[], Any], wait: Callable[[Any], Any], calls: int) -> float:
+    """Mean seconds per call of ``calls`` blocking calls, garbage collection paused."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        for _ in range(calls):
+            wait(fn())
+        return (time.perf_counter() - start) / calls
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _std(values: Sequence[float]) -> Optional[float]:
+    if len(values) < 2:
+        return 0.0 if values else None
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _describe(err: BaseException) -> str:
+    last = traceback.extract_tb(err.__traceback__)[-1:] if err.__traceback__ else []
+    where = f" (at {last[0].filename.split('/')[-1]}:{last[0].lineno})" if last else ""
+    return f"{type(err).__name__}: {err}{where}"
+
+
+def run_shape(cases: Sequence[Case], shape: Shape, *, rounds: int, min_time: float,
+              warmup: int = 2, progress: Callable[[str], None] = lambda s: None) -> list[Row]:
+    """Measure every case that applies to ``shape``; one :class:`Row` per case."""
+    rows, fns, waits = {}, {}, {}
+    for case in cases:
+        if not case.applies(shape):
+            continue
+        row = rows[case.name] = Row(
+            shape=tuple(shape), case=case.name, framework=case.framework,
+            baseline=case.baseline, logits_bytes=case.logits_bytes(shape),
+            memory_kind=case.memory_kind, goal_time_ratio=case.goal_time_ratio,
+            goal_memory_fraction=case.goal_memory_fraction)
+        progress(f"{_shape_str(shape)} {case.name}: set-up, memory, warm-up")
+        try:
+            fn = case.setup(shape)
+            wait = blocker(case.framework)
+            row.memory_bytes = case.memory(shape)
+            for _ in range(warmup):
+                wait(fn())
+            one = _timed(fn, wait, 1)
+            row.calls_per_measurement = max(1, min(1000, math.ceil(min_time / max(one, 1e-9))))
+            fns[case.name], waits[case.name] = fn, wait
+        except Unavailable as err:
+            row.status, row.note = SKIPPED, str(err)
+        except Exception as err:  # a broken implementation is a row, not a crash
+            row.status, row.note = ERROR, _describe(err)
+    names = list(fns)
+    for k in range(rounds):
+        progress(f"{_shape_str(shape)} round {k + 1}/{rounds}")
+        order = names[k % len(names):] + names[:k % len(names)] if names else []
+        for name in order:
+            try:
+                rows[name].times_s.append(
+                    _timed(fns[name], waits[name], rows[name].calls_per_measurement))
+            except Exception as err:
+                rows[name].status, rows[name].note = ERROR, _describe(err)
+                names.remove(name)
+                fns.pop(name)
+        gc.collect()
+    fns.clear()
+    gc.collect()
+    _summarise(list(rows.values()))
+    return list(rows.values())
+
+
+def _summarise(rows: list[Row]) -> None:
+    """Means, spreads and the ratios against baselines (in place)."""
+    by_name = {r.case: r for r in rows}
+    for row in rows:
+        if row.status == OK and row.times_s:
+            row.mean_s = sum(row.times_s) / len(row.times_s)
+            row.std_s = _std(row.times_s)
+            row.min_s, row.max_s = min(row.times_s), max(row.times_s)
+        if row.memory_bytes is not None and row.logits_bytes:
+            row.memory_fraction = row.memory_bytes / row.logits_bytes
+    for row in rows:
+        base = by_name.get(row.baseline) if row.baseline else None
+        if base is not None and row.mean_s is not None and base.mean_s is not None:
+            row.ratio, row.round_ratios, row.ratio_std = compare(row.times_s, base.times_s)
+        elif row.baseline is None and row.mean_s is not None:
+            row.ratio, row.round_ratios, row.ratio_std = 1.0, [1.0] * len(row.times_s), 0.0
+        if base is not None and row.memory_bytes is not None and base.memory_bytes:
+            row.memory_ratio = row.memory_bytes / base.memory_bytes
+        for other in rows:
+            if (other.baseline is None and other is not row and other.mean_s is not None
+                    and row.mean_s is not None):
+                ratio, _, spread = compare(row.times_s, other.times_s)
+                row.context_ratios[other.case] = {"ratio": ratio, "ratio_std": spread}
+
+
+def compare(times: Sequence[float], base: Sequence[float]):
+    """``(ratio of means, per-round ratios, their std)``; rounds are paired by index."""
+    ratio = (sum(times) / len(times)) / (sum(base) / len(base))
+    per_round = [t / b for t, b in zip(times, base)]
+    return ratio, per_round, _std(per_round)
+
+
+def _shape_str(shape: Shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def run(cases: Sequence[Case], shapes: Sequence[Shape], *, rounds: int, min_time: float,
+        progress: Callable[[str], None] = lambda s: None) -> list[Row]:
+    rows = []
+    for shape in shapes:
+        rows.extend(run_shape(cases, shape, rounds=rounds, min_time=min_time,
+                              progress=progress))
+    return rows

@@ -1,0 +1,231 @@
+"""The table, the JSON file and the plot of a benchmark run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from benchmarks.harness import OK, Row
+from benchmarks.registry import Case, Shape
+
+MEMORY_KINDS = {
+    "xla-temp": "temporary buffers of the compiled program (inputs and outputs excluded)",
+    "torch-peak": "CPU allocator peak beyond the inputs (the returned gradient included)",
+}
+
+COLUMNS = ("shape", "case", "time ms (mean ± std)", "min ms", "ratio (± std)", "vs", "mem/logits",
+           "mem kind", "mem ratio", "goals")
+
+
+def shape_str(shape: Shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def _ms(seconds: Optional[float], digits: int = 3) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.{digits}g}"
+
+
+def _fraction(value: Optional[float]) -> str:
+    if value is None:
+        return "-"
+    if value == 0 or value >= 0.01:
+        return f"{value:.3f}"
+    return f"{value:.1e}"
+
+
+def _goals(row: Row) -> str:
+    met = row.goals()
+    words = []
+    if "time" in met:
+        words.append(f"time<={row.goal_time_ratio:g} " + ("ok" if met["time"] else "MISS"))
+    if "memory" in met:
+        words.append(f"mem<={row.goal_memory_fraction:g}x " + ("ok" if met["memory"] else "MISS"))
+    return ", ".join(words)
+
+
+def table_rows(rows: Sequence[Row], goal_shapes: Sequence[Shape] = ()) -> list[tuple]:
+    out = []
+    for row in rows:
+        shape = shape_str(row.shape) + (" *" if tuple(row.shape) in goal_shapes else "")
+        if row.status != OK:
+            out.append((shape, row.case, f"{row.status}: {row.note}"))
+            continue
+        if row.baseline is None:
+            ratio, vs, mem_ratio = "base", "", "base" if row.memory_bytes is not None else "-"
+        else:
+            ratio = ("-" if row.ratio is None else
+                     f"{row.ratio:.2f} ± {row.ratio_std:.2f}")
+            vs = row.baseline
+            mem_ratio = "-" if row.memory_ratio is None else f"{row.memory_ratio:.3g}"
+        out.append((shape, row.case, f"{_ms(row.mean_s)} ± {_ms(row.std_s, 2)}",
+                    _ms(row.min_s), ratio, vs,
+                    _fraction(row.memory_fraction), row.memory_kind or "-", mem_ratio,
+                    _goals(row)))
+    return out
+
+
+def format_table(rows: Sequence[Row], goal_shapes: Sequence[Shape] = ()) -> str:
+    body = table_rows(rows, goal_shapes)
+    full = [r for r in body if len(r) == len(COLUMNS)]
+    widths = [max([len(COLUMNS[i])] + [len(r[i]) for r in full]) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    previous = None
+    for r in body:
+        if previous is not None and r[0] != previous:
+            lines.append("")
+        previous = r[0]
+        if len(r) == len(COLUMNS):
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        else:  # skipped or failed: shape, case, then the note across the other columns
+            lines.append(f"{r[0].ljust(widths[0])}  {r[1].ljust(widths[1])}  {r[2]}")
+    return "\n".join(lines)
+
+
+def format_context(rows: Sequence[Row]) -> str:
+    """Each shape's other baselines against its first (cross-framework context)."""
+    lines = []
+    for row in rows:
+        if row.baseline is None and row.mean_s is not None:
+            first = next(r for r in rows if r.shape == row.shape and r.baseline is None
+                         and r.mean_s is not None)
+            if first is not row and first.case in row.context_ratios:
+                r = row.context_ratios[first.case]
+                lines.append(f"{shape_str(row.shape)}: {row.case} takes {r['ratio']:.2f} ± "
+                             f"{r['ratio_std']:.2f} x the time of {first.case}")
+    return "\n".join(lines)
+
+
+def format_report(rows: Sequence[Row], goal_shapes: Sequence[Shape] = (),
+                  rounds: Optional[int] = None) -> str:
+    parts = [format_table(rows, goal_shapes), ""]
+    if any(tuple(r.shape) in goal_shapes for r in rows):
+        parts.append("* a shape the goals are stated for")
+    parts.append("ratio: mean time / the baseline's ('vs') mean time, in the same run; "
+                 "± the std of the per-round ratios"
+                 + (f" over {rounds} rounds" if rounds else ""))
+    parts.append("mem/logits: memory beyond the inputs / the logits' bytes; mem kind:")
+    parts += [f"  {kind}: {text}" for kind, text in MEMORY_KINDS.items()]
+    context = format_context(rows)
+    if context:
+        parts += ["", "baselines against each other:", context]
+    return "\n".join(parts)
+
+
+def environment() -> dict:
+    info = {"python": sys.version.split()[0], "platform": platform.platform(),
+            "machine": platform.machine(), "processor": platform.processor()}
+    try:
+        import os
+
+        info["cpu_count"] = os.cpu_count()
+    except Exception:  # pragma: no cover
+        pass
+    for module in ("numpy", "jax", "jaxlib", "optax", "torch"):
+        try:
+            info[module] = __import__(module).__version__
+        except Exception:
+            info[module] = None
+    try:
+        import jax
+
+        info["jax_backend"] = jax.default_backend()
+    except Exception:
+        pass
+    try:
+        import torch
+
+        info["torch_num_threads"] = torch.get_num_threads()
+    except Exception:
+        pass
+    return info
+
+
+def _clean(value):
+    """JSON has no NaN or infinity: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json(path: Path, rows: Sequence[Row], cases: Sequence[Case], settings: dict) -> None:
+    records = []
+    for row in rows:
+        record = dataclasses.asdict(row)
+        record["shape"] = list(row.shape)
+        record["elements"] = row.elements
+        record["goals_met"] = row.goals()
+        records.append(record)
+    doc = {
+        "settings": settings,
+        "environment": environment(),
+        "memory_kinds": MEMORY_KINDS,
+        "cases": {c.name: {"framework": c.framework, "baseline": c.baseline,
+                           "description": c.description, "memory_kind": c.memory_kind,
+                           "goal_time_ratio": c.goal_time_ratio,
+                           "goal_memory_fraction": c.goal_memory_fraction}
+                  for c in cases},
+        "rows": records,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_clean(doc), indent=1) + "\n")
+
+
+def write_plot(path: Path, rows: Sequence[Row]) -> None:
+    """Time, ratio against the baseline and memory fraction, each against N*C."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    names = list(dict.fromkeys(r.case for r in rows))
+    fig, (ax_t, ax_r, ax_m) = plt.subplots(1, 3, figsize=(17, 5.2))
+    for i, name in enumerate(names):
+        mine = sorted((r for r in rows if r.case == name and r.status == OK),
+                      key=lambda r: r.elements)
+        if not mine:
+            continue
+        style = dict(color=f"C{i % 10}", marker="o", ms=4, capsize=3, label=name,
+                     linestyle="-" if mine[0].framework == "jax" else "--")
+        x = [r.elements for r in mine]
+        ax_t.errorbar(x, [r.mean_s * 1e3 for r in mine], yerr=[r.std_s * 1e3 for r in mine],
+                      **style)
+        if mine[0].baseline is not None:
+            ratios = [(r.elements, r.ratio, r.ratio_std) for r in mine if r.ratio is not None]
+            if ratios:
+                ax_r.errorbar([e for e, _, _ in ratios], [q for _, q, _ in ratios],
+                              yerr=[s for _, _, s in ratios], **style)
+        memory = [(r.elements, r.memory_fraction) for r in mine
+                  if r.memory_fraction is not None and r.memory_fraction > 0]
+        if memory:
+            ax_m.plot([e for e, _ in memory], [f for _, f in memory], **{
+                k: v for k, v in style.items() if k != "capsize"})
+    ax_t.set(xscale="log", yscale="log", xlabel="N·C (logits elements)",
+             ylabel="forward+backward time (ms)", title="time per step (mean ± std)")
+    ax_r.axhline(1.0, color="gray", lw=1)
+    ax_r.set(xscale="log", xlabel="N·C (logits elements)",
+             ylabel="time / baseline time",
+             title="ratio vs baseline (± std of per-round ratios)")
+    ax_m.axhline(0.1, color="gray", lw=1, ls=":")
+    ax_m.set(xscale="log", yscale="log", xlabel="N·C (logits elements)",
+             ylabel="memory / logits bytes",
+             title="memory beyond inputs (jax: xla-temp, torch: torch-peak)")
+    for ax in (ax_t, ax_r, ax_m):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    handles, labels = ax_t.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
