@@ -38,6 +38,8 @@ LOSSES = {
     "class_weights_from_labels": (reference.class_weights_from_labels, None),
     "pos_weight_from_labels": (reference.pos_weight_from_labels, None),
     "sample_weights_from_labels": (reference.sample_weights_from_labels, None),
+    "linear_cross_entropy": (reference.linear_cross_entropy,
+                             reference.linear_cross_entropy_grad),
 }
 #: Functions of integer labels: their result has the framework's default float dtype.
 DEFAULT_DTYPE_RESULT = ("class_weights_from_labels", "sample_weights_from_labels")
@@ -59,6 +61,7 @@ class Definition:
     dtypes: tuple[str, ...] = ALL
     keep_dtype: tuple[str, ...] = ()
     error: tuple[str, str] | None = None  # (kind, argument the message must name)
+    shards: int | None = None  # [DP-GLOBAL]: input and target stacked on axis 0
 
 
 # ----------------------------------------------------------------------------------
@@ -146,7 +149,7 @@ def _grad_output(rng, output: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------
 # Definitions, grouped by the part of the spec they cover.
 
-_FOCAL_REDUCTION = {"none": "CE-NONE", "sum": "CE-SUM", "mean": "CE-MEAN"}
+_CLASS_REDUCTION = {"none": "CE-NONE", "sum": "CE-SUM", "mean": "CE-MEAN"}
 _REDUCTION_CLAUSE = {
     "cross_entropy": {"none": "CE-NONE", "sum": "CE-SUM", "mean": "CE-MEAN"},
     "nll_loss": {"none": "CE-NONE", "sum": "CE-SUM", "mean": "CE-MEAN"},
@@ -156,9 +159,11 @@ _REDUCTION_CLAUSE = {
                                          "mean": "BCEL-MEAN"},
     "sigmoid_focal_loss": {"none": "GEN-REDUCTION", "sum": "GEN-REDUCTION",
                            "mean": "GEN-REDUCTION"},
-    "softmax_focal_loss": _FOCAL_REDUCTION,
+    "softmax_focal_loss": _CLASS_REDUCTION,
+    "linear_cross_entropy": _CLASS_REDUCTION,
 }
 _GRAD_CLAUSE = {
+    "linear_cross_entropy": "LCE-GRAD",
     "cross_entropy": "GRAD-CE",
     "nll_loss": "GRAD-NLL",
     "binary_cross_entropy": "GRAD-BCE",
@@ -167,6 +172,7 @@ _GRAD_CLAUSE = {
     "softmax_focal_loss": "FOCAL-GRAD",
 }
 _ELEM_CLAUSE = {
+    "linear_cross_entropy": "LCE-ELEM",
     "cross_entropy": "CE-ELEM",
     "nll_loss": "NLL-ELEM",
     "binary_cross_entropy": "BCE-ELEM",
@@ -881,6 +887,118 @@ def focal() -> Iterator[Definition]:
                 "target", input=np.array([[0.5, -1.0], [2.0, 0.0]]), target=np.array([1, 2]))
 
 
+SHARDED = ("input", "target")
+
+
+def sharded(case_id, loss, clauses, shards, dtypes=ALL, **args) -> Definition:
+    """A data-parallel case [DP-GLOBAL]: input and target stacked shard by shard."""
+    d = value(case_id, loss, ["DP-GLOBAL", "DP-AXIS", "DP-PROCESS-GROUP", *clauses], dtypes,
+              **args)
+    d.shards = shards
+    return d
+
+
+def data_parallel() -> Iterator[Definition]:
+    """Four shards whose sums of valid target weights differ widely; one is all ignored."""
+    patterns = ("none", "some", "all", "some")
+    for reduction in ("mean", "sum"):
+        for eps in (0.0, 0.2):
+            cid = f"dp-ce-weighted-ignore-smooth{eps}-{reduction}"
+            rng = rng_for(cid)
+            target = np.stack([class_targets(rng, (5,), 4, ignore=p) for p in patterns])
+            target[0] = 3  # the first shard holds only the heaviest class
+            yield sharded(cid, "cross_entropy", ["CE-IGNORE", "CE-WEIGHT"] + (
+                ["CE-SMOOTH", "CE-SMOOTH-MEAN"] if eps else []), 4,
+                input=logits(rng, (4, 5, 4)), target=target,
+                weight=grid(np.array([0.25, 1.0, 2.0, 8.0])), label_smoothing=eps,
+                reduction=reduction)
+    cid = "dp-ce-kdim-mean"
+    rng = rng_for(cid)
+    yield sharded(cid, "cross_entropy", ["CE-KDIM", "CE-IGNORE"], 3,
+                  input=logits(rng, (3, 2, 4, 3)),
+                  target=np.stack([class_targets(rng, (2, 3), 4, ignore=p)
+                                   for p in ("none", "all", "some")]),
+                  weight=class_weights(rng, 4))
+    cid = "dp-cep-mean"
+    rng = rng_for(cid)
+    yield sharded(cid, "cross_entropy", [], 3, input=logits(rng, (3, 4, 5)),
+                  target=probabilities(rng, (3, 4, 5), axis=2), weight=class_weights(rng, 5))
+    cid = "dp-nll-mean"
+    rng = rng_for(cid)
+    yield sharded(cid, "nll_loss", ["CE-IGNORE"], 4, input=logits(rng, (4, 3, 6)),
+                  target=np.stack([class_targets(rng, (3,), 6, ignore=p) for p in patterns]),
+                  weight=class_weights(rng, 6))
+    cid = "dp-bce-mean"
+    rng = rng_for(cid)
+    yield sharded(cid, "binary_cross_entropy", [], 2, input=unit_interval(rng, (2, 3, 4)),
+                  target=binary_targets(rng, (2, 3, 4)), weight=class_weights(rng, (4,)))
+    cid = "dp-bcel-mean"
+    rng = rng_for(cid)
+    yield sharded(cid, "binary_cross_entropy_with_logits", ["BCEL-POS-WEIGHT"], 2,
+                  input=logits(rng, (2, 3, 4)), target=binary_targets(rng, (2, 3, 4)),
+                  pos_weight=class_weights(rng, (4,)))
+    cid = "dp-focal-softmax-mean"
+    rng = rng_for(cid)
+    yield sharded(cid, "softmax_focal_loss", ["CE-IGNORE"], 4, input=logits(rng, (4, 5, 3)),
+                  target=np.stack([class_targets(rng, (5,), 3, ignore=p) for p in patterns]),
+                  alpha=class_weights(rng, 3), gamma=2.0)
+
+
+def linear() -> Iterator[Definition]:
+    """[LCE-*]: small shapes, every option; the chunking is the implementations' affair."""
+    options = {
+        "plain": {},
+        "weighted-ignore": {"class_weight": True, "ignore": True},
+        "smooth": {"label_smoothing": 0.2, "class_weight": True, "ignore": True},
+        "zloss": {"z_loss": 1e-2, "class_weight": True, "ignore": True},
+        "softcap": {"softcap": 4.0, "ignore": True},
+        "all-chunked": {"label_smoothing": 0.1, "z_loss": 1e-2, "softcap": 3.0,
+                        "class_weight": True, "ignore": True, "chunk_size": 4},
+    }
+    clause_of = {"label_smoothing": ["CE-SMOOTH", "CE-SMOOTH-MEAN"], "z_loss": ["LCE-ZLOSS"],
+                 "softcap": ["LCE-SOFTCAP"], "class_weight": ["CE-WEIGHT"],
+                 "ignore": ["CE-IGNORE"], "chunk_size": []}
+    for name, option in options.items():
+        for reduction in REDUCTIONS:
+            cid = f"lce-{name}-{reduction}"
+            rng = rng_for(cid)
+            vocab, hidden_size = 7, 4
+            args = {k: v for k, v in option.items() if k not in ("class_weight", "ignore")}
+            yield value(
+                cid, "linear_cross_entropy",
+                ["LCE-GRAD", *(c for k in option for c in clause_of[k])],
+                hidden=logits(rng, (6, hidden_size)),
+                weight=logits(rng, (vocab, hidden_size), scale=0.5),
+                target=class_targets(rng, (6,), vocab,
+                                     ignore="some" if option.get("ignore") else "none"),
+                class_weight=class_weights(rng, vocab) if option.get("class_weight") else None,
+                reduction=reduction, **args)
+    cid = "lce-kdim-hidden-mean"
+    rng = rng_for(cid)
+    yield value(cid, "linear_cross_entropy", ["LCE-GRAD", "CE-IGNORE"],
+                hidden=logits(rng, (2, 3, 5)), weight=logits(rng, (6, 5), scale=0.5),
+                target=class_targets(rng, (2, 3), 6, ignore="some"), z_loss=1e-3)
+    cid = "lce-all-ignored-mean"
+    rng = rng_for(cid)
+    yield value(cid, "linear_cross_entropy", ["LCE-GRAD", "EDGE-ALL-IGNORED"],
+                hidden=logits(rng, (3, 4)), weight=logits(rng, (5, 4)),
+                target=np.array([-100, -100, -100]), z_loss=1e-2, label_smoothing=0.1)
+    h, w = logits(rng_for("lce-errors"), (3, 4)), logits(rng_for("lce-errors-w"), (5, 4))
+    y = np.array([0, 4, 1])
+    bad = {"weight-shape": ({"weight": w[:, :3]}, "weight"),
+           "target-shape": ({"target": y[:2]}, "target"),
+           "class-weight-shape": ({"class_weight": np.ones(4)}, "class_weight"),
+           "z-loss": ({"z_loss": -1.0}, "z_loss"), "softcap": ({"softcap": 0.0}, "softcap"),
+           "chunk-size": ({"chunk_size": 0}, "chunk_size")}
+    for name, (change, mentions) in bad.items():
+        args = {"hidden": h, "weight": w, "target": y, **change}
+        yield error(f"lce-error-{name}", "linear_cross_entropy",
+                    ["LCE-ERRORS", "TRACE-STATIC"], "ValueError", mentions, **args)
+    yield error("lce-error-target-range", "linear_cross_entropy",
+                ["LCE-ERRORS", "ERR-TARGET-RANGE", "TRACE-TARGET-RANGE"], "ValueError",
+                "target", hidden=h, weight=w, target=np.array([0, 5, 1]))
+
+
 GROUPS: tuple[Callable[[], Iterator[Definition]], ...] = (
     cross_entropy_class_targets,
     cross_entropy_smoothing,
@@ -893,6 +1011,8 @@ GROUPS: tuple[Callable[[], Iterator[Definition]], ...] = (
     errors,
     weight_schemes,
     focal,
+    data_parallel,
+    linear,
 )
 
 
@@ -913,9 +1033,22 @@ def _call(fn, args, **extra):
     return np.asarray(out, dtype=np.float64), caught
 
 
+def _gradients(grad_fn, args, **extra) -> dict[str, np.ndarray]:
+    """``{"grad_input": ...}``, or ``{"grad_<name>": ...}`` for functions whose gradient
+    function returns one per argument (linear_cross_entropy)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", reference.ProbabilityInputWarning)
+        grads = grad_fn(**args, **extra)
+    if isinstance(grads, dict):
+        return {f"grad_{k}": np.asarray(v, np.float64) for k, v in grads.items()}
+    return {"grad_input": np.asarray(grads, np.float64)}
+
+
 def realize(d: Definition) -> Case:
     """Run the reference on one definition."""
     fn, grad_fn = LOSSES[d.loss]
+    if d.shards:
+        fn, grad_fn = _on_merged_shards(fn), _on_merged_shards(grad_fn, restack=True)
     rng = rng_for(d.id + "/grad_output")
     grad_output = None
     args = {k: np.asarray(v) if isinstance(v, (np.ndarray, np.generic)) else v
@@ -938,8 +1071,8 @@ def realize(d: Definition) -> Case:
             traced = {"output": output}
             if grad_fn is not None:
                 grad_output = _grad_output(rng, output)
-                grad = grad_fn(**d.args, grad_output=grad_output, checked=False)
-                traced["grad_input"] = np.asarray(grad, np.float64)
+                traced.update(_gradients(grad_fn, d.args, grad_output=grad_output,
+                                         checked=False))
         expected = {"error": kind, "mentions": mentions, "traced": traced}
         if d.loss in DEFAULT_DTYPE_RESULT:
             expected["result_dtype"] = "default"
@@ -948,7 +1081,7 @@ def realize(d: Definition) -> Case:
         expected = {"output": output}
         if grad_fn is not None:
             grad_output = _grad_output(rng, output)
-            expected["grad_input"], _ = _call(grad_fn, d.args, grad_output=grad_output)
+            expected.update(_gradients(grad_fn, d.args, grad_output=grad_output))
         if d.loss in DEFAULT_DTYPE_RESULT:
             expected["result_dtype"] = "default"
         expected.update(_exact_zeros(d))
@@ -958,11 +1091,19 @@ def realize(d: Definition) -> Case:
         if names:
             expected["warns"] = names.pop()
     case = Case(d.id, d.loss, list(d.clauses), [], args, list(d.keep_dtype), grad_output,
-                expected)
+                expected, shards=d.shards)
     case.dtypes = [dt for dt in d.dtypes if _fits(case, dt)]
     if not case.dtypes:
         raise GenerationError(f"{d.id}: fits none of the dtypes {d.dtypes}")
     return case
+
+
+def _on_merged_shards(fn, restack=False):
+    """``fn`` on the concatenated batch of a sharded case; gradients stacked back."""
+    def on_merged(input, target, **args):
+        out = fn(reference.merge_shards(input), reference.merge_shards(target), **args)
+        return np.asarray(out).reshape(np.shape(input)) if restack else out
+    return on_merged
 
 
 def _exact_zeros(d: Definition) -> dict:
@@ -972,7 +1113,7 @@ def _exact_zeros(d: Definition) -> dict:
             or target.dtype.kind not in "iu"):
         return {}
     ignored = target == d.args.get("ignore_index", -100)
-    if not ignored.any():
+    if not ignored.any() or d.shards:
         return {}
     zeros = {}
     if d.args.get("reduction", "mean") == "none":
@@ -992,7 +1133,8 @@ def _fits(case: Case, dtype: str) -> bool:
     if not all(representable(a, dtype) for a in arrays):
         return False
     if dtype == "float16":
-        results = [v for k, v in case.expected.items() if k in ("output", "grad_input")]
+        results = [v for k, v in case.expected.items()
+                   if k == "output" or k.startswith("grad_")]
         traced = case.expected.get("traced")
         if isinstance(traced, dict):
             results += list(traced.values())

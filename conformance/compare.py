@@ -44,7 +44,8 @@ def compare(got, want, dtype: str, zero_mask=None, tolerance=None) -> Comparison
         return Comparison(False, abs_err, rel_err, "nonzero where the spec requires exact 0")
     if abs_err > tol.atol + tol.rtol * scale:
         return Comparison(False, abs_err, rel_err,
-                          f"error {abs_err:.3g} > atol {tol.atol:g} + rtol {tol.rtol:g} * {scale:.3g}")
+                          f"error {abs_err:.3g} > atol {tol.atol:g} + rtol {tol.rtol:g} "
+                          f"* {scale:.3g}")
     return Comparison(True, abs_err, rel_err)
 
 

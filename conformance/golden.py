@@ -9,9 +9,11 @@ with one case per line. A case is::
     {"id": str, "loss": str, "clauses": [clause ids], "dtypes": [dtypes it applies to],
      "args": {argument: array or JSON scalar},   # keyword arguments of the loss
      "keep_dtype": [arguments not converted to the run dtype],
+     "shards": S,   # optional [DP-GLOBAL]: input and target carry S shards on axis 0
      "grad_output": array,                        # cotangent of the output (value cases)
      "expected": {"output": array, "grad_input": array,  # no gradient: neither this
-                                                          # nor grad_output
+                                                          # nor grad_output; other
+                                                          # arguments: grad_<name>
                   "zero_output": bool array, "zero_grad": bool array,  # optional
                   "warns": warning class name,    # optional
                   "result_dtype": "default"}      # optional: the framework's default
@@ -110,6 +112,7 @@ class Case:
     grad_output: np.ndarray | None
     expected: dict[str, Any]
     source: str = ""  # file it came from, for messages
+    shards: int | None = None  # [DP-GLOBAL]: input and target hold shards on axis 0
 
     @property
     def is_error(self) -> bool:
@@ -129,6 +132,8 @@ class Case:
         }
         if self.grad_output is not None:
             obj["grad_output"] = encode_array(self.grad_output)
+        if self.shards is not None:
+            obj["shards"] = self.shards
         return obj
 
 
@@ -157,6 +162,7 @@ def _decode_case(obj: dict, source: str) -> Case:
             grad_output=decode_array(obj["grad_output"]) if "grad_output" in obj else None,
             expected=expected,
             source=source,
+            shards=obj.get("shards"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise GoldenFormatError(f"{where}: malformed ({type(exc).__name__}: {exc})") from exc
@@ -167,7 +173,8 @@ def _decode_case(obj: dict, source: str) -> Case:
 def _validate(case: Case, where: str) -> None:
     unknown = sorted(set(case.dtypes) - set(spec.DTYPES))
     if unknown or not case.dtypes:
-        raise GoldenFormatError(f"{where}: dtypes {case.dtypes} must be a non-empty subset of {spec.DTYPES}")
+        raise GoldenFormatError(f"{where}: dtypes {case.dtypes} must be a non-empty subset "
+                                f"of {spec.DTYPES}")
     if not case.clauses:
         raise GoldenFormatError(f"{where}: names no clause")
     if case.is_error:
@@ -176,9 +183,9 @@ def _validate(case: Case, where: str) -> None:
         if "mentions" not in case.expected or "traced" not in case.expected:
             raise GoldenFormatError(f"{where}: an error case needs 'mentions' and 'traced'")
     elif "output" not in case.expected or (
-            ("grad_input" in case.expected) != (case.grad_output is not None)):
-        raise GoldenFormatError(f"{where}: a value case needs output, and grad_input with "
-                                f"grad_output or neither")
+            any(k.startswith("grad_") for k in case.expected) != (case.grad_output is not None)):
+        raise GoldenFormatError(f"{where}: a value case needs output, and grad_<argument> "
+                                f"with grad_output or neither")
 
 
 def case_files(directory: Path | None = None) -> list[Path]:

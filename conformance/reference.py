@@ -45,6 +45,8 @@ __all__ = [
     "sigmoid_focal_loss_grad",
     "softmax_focal_loss",
     "softmax_focal_loss_grad",
+    "linear_cross_entropy",
+    "linear_cross_entropy_grad",
 ]
 
 REDUCTIONS = ("none", "mean", "sum")
@@ -342,8 +344,9 @@ def _cross_entropy_parts(input, target, weight, ignore_index, reduction, label_s
 class _ClassParts(_ClassTargets):
     """[CE-ELEM] [CE-SMOOTH] with [CE-IGNORE] [CE-IGNORE-NONFINITE]."""
 
-    def __init__(self, input, target, weight, ignore_index, eps, checked):
-        super().__init__(input, target, weight, ignore_index, checked)
+    def __init__(self, input, target, weight, ignore_index, eps, checked,
+                 weight_name="weight"):
+        super().__init__(input, target, weight, ignore_index, checked, weight_name)
         if checked:
             _warn_if_probabilities(self.rows)
         self.eps = eps
@@ -614,6 +617,13 @@ def binary_cross_entropy_with_logits_grad(input, target, weight=None, reduction=
     del checked
     parts = _BCELogitsParts(input, target, weight, reduction, pos_weight)
     return parts.grad(grad_output, reduction)
+
+
+def merge_shards(a):
+    """``(S, n, ...) -> (S*n, ...)``: the concatenated batch of data-parallel shards, whose
+    losses [DP-GLOBAL] defines as the single-worker losses of that batch."""
+    a = np.asarray(a)
+    return a.reshape((-1,) + a.shape[2:])
 
 
 # ----------------------------------------------------------------------------------
@@ -895,4 +905,92 @@ def softmax_focal_loss_grad(input, target, alpha=None, gamma=2.0, ignore_index=-
                             reduction="mean", *, grad_output=1.0, checked=True):
     """Gradient of :func:`softmax_focal_loss`, 0 where saturated [FOCAL-GRAD]."""
     parts = _SoftmaxFocalParts(input, target, alpha, gamma, ignore_index, reduction, checked)
+    return parts.grad(grad_output, reduction)
+
+
+# ----------------------------------------------------------------------------------
+# Linear cross-entropy (spec section 17).
+
+
+def _matmul(a, b):
+    """``a @ b`` with every dot product correctly rounded (math.fsum)."""
+    out = np.empty((a.shape[0], b.shape[1]))
+    for i in range(a.shape[0]):
+        for j in range(b.shape[1]):
+            out[i, j] = _fsum1(a[i] * b[:, j])
+    return out
+
+
+class _LinearParts:
+    """[LCE-ELEM] [LCE-ZLOSS] [LCE-SOFTCAP] on the full logits (no chunks needed here)."""
+
+    def __init__(self, hidden, weight, target, class_weight, ignore_index, reduction, eps,
+                 z_loss, softcap, chunk_size, checked):
+        _check_reduction(reduction)
+        _check_smoothing(eps)
+        h = _as_floating_input(hidden)
+        w = _as_floating_input(weight)
+        if w.ndim != 2 or h.ndim < 1 or w.shape[1] != h.shape[-1]:
+            raise ValueError(f"weight must have shape (V, D) with D = hidden.shape[-1] = "
+                             f"{h.shape[-1] if h.ndim else None}, got weight.shape={w.shape}")
+        if not z_loss >= 0:
+            raise ValueError(f"z_loss must be non-negative, got z_loss={z_loss!r}")
+        if softcap is not None and not softcap > 0:
+            raise ValueError(f"softcap must be positive or None, got softcap={softcap!r}")
+        if chunk_size is not None and not (isinstance(chunk_size, (int, np.integer))
+                                           and chunk_size >= 1):
+            raise ValueError(f"chunk_size must be a positive integer or None, got "
+                             f"chunk_size={chunk_size!r}")
+        target = np.asarray(target)
+        if target.shape != h.shape[:-1]:
+            raise ValueError(f"target must have hidden's shape without the last axis, "
+                             f"{h.shape[:-1]}, got target.shape={target.shape}")
+        self.hidden_shape, self.h, self.w = h.shape, h.reshape(-1, h.shape[-1]), w
+        self.a = _matmul(self.h, w.T)
+        self.softcap, self.z_loss = softcap, z_loss
+        z = self.a if softcap is None else softcap * _elementwise(math.tanh, self.a / softcap)
+        self.ce = _ClassParts(z, target.reshape(-1), class_weight, ignore_index, eps, checked,
+                              weight_name="class_weight")
+        self.ce.target_shape = target.shape
+        m = np.max(z, axis=1) if z.shape[1] else np.zeros(len(z))
+        with np.errstate(invalid="ignore"):
+            self.lse = m + log(fsum(exp(z - m[:, None]), axis=1))
+            z_terms = z_loss * self.ce.w_y * self.lse ** 2 if z_loss else 0.0
+            self.ce.losses = np.where(self.ce.valid, self.ce.losses + z_terms, 0.0)
+        self.z = z
+
+    def output(self, reduction):
+        return self.ce.output(reduction)
+
+    def grad(self, grad_output, reduction):
+        """[LCE-GRAD]"""
+        g = self.ce.grad(grad_output, reduction)  # d/dz of the cross-entropy part
+        if self.z_loss:
+            s = _row_scale(grad_output, reduction, self.ce.D, len(self.ce.y))
+            with np.errstate(invalid="ignore", over="ignore"):
+                coef = s * 2.0 * self.z_loss * self.ce.w_y * self.lse
+                g = g + np.where(self.ce.valid[:, None],
+                                 coef[:, None] * exp(self.ce.lp), 0.0)
+        if self.softcap is not None:
+            g = g * (1.0 - (self.z / self.softcap) ** 2)
+        return {"hidden": _matmul(g, self.w).reshape(self.hidden_shape),
+                "weight": _matmul(g.T, self.h)}
+
+
+def linear_cross_entropy(hidden, weight, target, *, class_weight=None, ignore_index=-100,
+                         reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
+                         chunk_size=None, checked=True):
+    """Cross-entropy of the logits ``hidden @ weight.T`` (``weight`` is ``(V, D)``, as
+    ``torch.nn.Linear``'s), with [CE-*] semantics, z-loss and softcap (spec section 17)."""
+    parts = _LinearParts(hidden, weight, target, class_weight, ignore_index, reduction,
+                         label_smoothing, z_loss, softcap, chunk_size, checked)
+    return parts.output(reduction)
+
+
+def linear_cross_entropy_grad(hidden, weight, target, *, class_weight=None, ignore_index=-100,
+                              reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
+                              chunk_size=None, grad_output=1.0, checked=True):
+    """Gradients of :func:`linear_cross_entropy`: ``{"hidden": ..., "weight": ...}``."""
+    parts = _LinearParts(hidden, weight, target, class_weight, ignore_index, reduction,
+                         label_smoothing, z_loss, softcap, chunk_size, checked)
     return parts.grad(grad_output, reduction)

@@ -87,15 +87,19 @@ def _check_values(check: _Check, adapter, case, dtype, mode, outcome, want, zero
                                      want.get("zero_output") if zeros else None))
     if not ok_dtype:
         check.problems.append(f"{mode} loss: dtype {outcome.output_dtype}, expected {dtype}")
-    if not adapter.gradients or "grad_input" not in want:
+    if not adapter.gradients:
         return
-    if outcome.grad_input is None:
-        check.problems.append(f"{mode}: no gradient with respect to input")
-        return
-    check.note("grad", mode, compare(outcome.grad_input, want["grad_input"], dtype,
-                                     want.get("zero_grad") if zeros else None))
-    if outcome.grad_dtype != dtype:
-        check.problems.append(f"{mode} grad: dtype {outcome.grad_dtype}, expected {dtype}")
+    for key in (k for k in want if k.startswith("grad_")):
+        name = key[len("grad_"):]
+        got, got_dtype = ((outcome.grad_input, outcome.grad_dtype) if name == "input"
+                          else outcome.grads.get(name, (None, None)))
+        if got is None:
+            check.problems.append(f"{mode}: no gradient with respect to {name}")
+            continue
+        zero_mask = want.get("zero_grad") if zeros and name == "input" else None
+        check.note("grad", mode, compare(got, want[key], dtype, zero_mask))
+        if got_dtype != dtype:
+            check.problems.append(f"{mode} grad {name}: dtype {got_dtype}, expected {dtype}")
 
 
 def _check_raises(check: _Check, adapter, case, dtype, mode, traced):

@@ -15,7 +15,8 @@ DTYPES = ("float64", "float32", "bfloat16", "float16")
 
 _CLAUSE = re.compile(r"^\*\*\[([A-Z][A-Z0-9-]*)\]\*\* \*torch: (same|differs|n/a)([^*]*)\*")
 _REFERENCE = re.compile(r"\[([A-Z][A-Z0-9-]*)\]")
-_TOLERANCE = re.compile(r"^\|\s*(" + "|".join(DTYPES) + r")\s*\|\s*([0-9.e+-]+)\s*\|\s*([0-9.e+-]+)\s*\|")
+_NUMBER = r"\s*([0-9.e+-]+)\s*\|"
+_TOLERANCE = re.compile(r"^\|\s*(" + "|".join(DTYPES) + r")\s*\|" + _NUMBER + _NUMBER)
 
 
 @dataclasses.dataclass(frozen=True)

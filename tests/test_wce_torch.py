@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as TF  # noqa: E402
 
 import wce_torch  # noqa: E402
+from benchmarks.memory import torch_peak_bytes  # noqa: E402
 from conformance import reference  # noqa: E402
 
 GEN = torch.Generator().manual_seed(0)
@@ -191,32 +192,21 @@ def test_softmax_input_warns():
         ce(mostly, Y)
 
 
-def _peak_bytes(fn, x):
-    """Peak of the bytes allocated by torch's CPU allocator while ``fn(x)`` runs forward
-    and backward, from the profiler's per-operator allocation counts in time order:
-    deterministic, and it includes the gradient itself."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn(x).backward()
-    live = peak = 0
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        live += event.self_cpu_memory_usage
-        peak = max(peak, live)
-    return peak
-
-
 @pytest.mark.parametrize("eps", [0.0, 0.1])
 def test_training_needs_one_logits_sized_buffer(eps):
     """Forward plus backward allocate one logits-sized buffer (the log-probabilities,
-    turned into the gradient in place) where torch's weighted path allocates two or more."""
+    turned into the gradient in place) where torch's weighted path allocates three
+    (benchmarks/memory.py: the CPU allocator's events, deterministic)."""
     x = torch.randn(512, 1000, requires_grad=True)
     y = torch.randint(0, 1000, (512,))
     w = torch.rand(1000)
-    ours = _peak_bytes(lambda x: ce(x, y, weight=w, label_smoothing=eps), x)
-    theirs = _peak_bytes(lambda x: TF.cross_entropy(x, y, weight=w, label_smoothing=eps), x)
+    def step(fn):
+        return lambda: torch.autograd.grad(fn(x, y, weight=w, label_smoothing=eps), x)
+
+    ours = torch_peak_bytes(step(ce))  # the gradient itself is 1.0x
+    theirs = torch_peak_bytes(step(TF.cross_entropy))
     assert ours <= 1.05 * x.nbytes, ours / x.nbytes
-    assert theirs >= 1.9 * x.nbytes, theirs / x.nbytes
+    assert theirs >= 2.9 * x.nbytes, theirs / x.nbytes
 
 
 def test_compile_has_no_graph_break_and_matches_eager():

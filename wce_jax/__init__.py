@@ -12,6 +12,7 @@ GPU and TPU::
 
 from wce_jax._checks import ProbabilityInputWarning, checked
 from wce_jax._focal import sigmoid_focal_loss, softmax_focal_loss
+from wce_jax._linear import linear_cross_entropy
 from wce_jax._losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -35,6 +36,7 @@ __all__ = [
     "class_weights",
     "class_weights_from_labels",
     "cross_entropy",
+    "linear_cross_entropy",
     "nll_loss",
     "pos_weight_from_labels",
     "sample_weights_from_labels",

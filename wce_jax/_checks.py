@@ -179,11 +179,11 @@ def real_param(value, name: str):
     return value
 
 
-def class_weight(weight, num_classes: int):
-    weight = real_param(weight, "weight")
+def class_weight(weight, num_classes: int, name: str = "weight"):
+    weight = real_param(weight, name)
     if weight is not None and weight.shape != (num_classes,):
-        raise ValueError(f"weight must be a 1-D array with one entry per class, shape "
-                         f"({num_classes},), got weight.shape={weight.shape}")
+        raise ValueError(f"{name} must be a 1-D array with one entry per class, shape "
+                         f"({num_classes},), got {name}.shape={weight.shape}")
     return weight
 
 

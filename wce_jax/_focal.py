@@ -20,6 +20,7 @@ def sigmoid_focal_loss(
     alpha: float | None = 0.25,
     gamma: float = 2.0,
     reduction: str = "none",
+    axis_name: str | tuple[str, ...] | None = None,
 ) -> Array:
     r"""RetinaNet's focal loss, with ``torchvision.ops.sigmoid_focal_loss``'s semantics.
 
@@ -32,13 +33,15 @@ def sigmoid_focal_loss(
     ``reduction`` defaults to ``"none"`` as in torchvision; ``"mean"`` divides by the
     number of elements. ``gamma=0, alpha=None`` is the binary cross-entropy
     [FOCAL-GAMMA0]; saturated logits have a zero gradient for any ``gamma`` [FOCAL-GRAD].
+    ``axis_name`` as in :func:`wce_jax.cross_entropy` [DP-AXIS].
     """
     logits = check.floating(logits, "logits")
     reduction = check.reduction(reduction)
     gamma = _gamma(gamma)
     target = _binary_target(target, logits.shape)
     alpha = None if alpha is None or alpha < 0 else float(alpha)
-    return _sigmoid_focal(logits, target, alpha=alpha, gamma=gamma, reduction=reduction)
+    return _sigmoid_focal(logits, target, alpha=alpha, gamma=gamma, reduction=reduction,
+                          axis_name=axis_name)
 
 
 def softmax_focal_loss(
@@ -49,6 +52,7 @@ def softmax_focal_loss(
     ignore_index: int = -100,
     reduction: str = "mean",
     axis: int = -1,
+    axis_name: str | tuple[str, ...] | None = None,
 ) -> Array:
     r"""Multi-class focal loss with per-class weights, reduced like the weighted
     cross-entropy.
@@ -56,8 +60,8 @@ def softmax_focal_loss(
     [FOCAL-SOFTMAX]: ``l_i = alpha[y_i] * (1 - p_i[y_i])^gamma * -log p_i[y_i]``, ignored
     elements exactly 0, ``"mean"`` divided by ``sum_{i valid} alpha[y_i]`` [CE-MEAN].
     ``gamma=0`` is :func:`wce_jax.cross_entropy` with ``weight=alpha`` [FOCAL-GAMMA0].
-    ``alpha`` has shape ``(C,)``; targets, ``ignore_index``, ``axis`` and errors as in
-    :func:`wce_jax.cross_entropy`.
+    ``alpha`` has shape ``(C,)``; targets, ``ignore_index``, ``axis``, ``axis_name`` and
+    errors as in :func:`wce_jax.cross_entropy`.
     """
     logits = check.floating(logits, "logits")
     reduction = check.reduction(reduction)
@@ -69,15 +73,12 @@ def softmax_focal_loss(
         raise TypeError("softmax_focal_loss takes class indices: target must have an "
                         f"integer dtype, got target.dtype={target.dtype}")
     num_classes = logits.shape[axis]
-    alpha = check.real_param(alpha, "alpha")
-    if alpha is not None and alpha.shape != (num_classes,):
-        raise ValueError(f"alpha must be a 1-D array with one entry per class, shape "
-                         f"({num_classes},), got alpha.shape={alpha.shape}")
+    alpha = check.class_weight(alpha, num_classes, "alpha")
     check.target_shape(target, _without(logits.shape, axis),
                        "the logits' shape without the class axis")
     check.class_target_range(target, num_classes, ignore_index)
     return _softmax_focal(logits, target, alpha, gamma=gamma, ignore_index=ignore_index,
-                          reduction=reduction, axis=axis)
+                          reduction=reduction, axis=axis, axis_name=axis_name)
 
 
 def _gamma(gamma) -> float:
@@ -99,8 +100,8 @@ def _modulating(u, gamma):
     return jnp.where(u > 0, jnp.where(u > 0, u, 1.0) ** gamma, 0.0)
 
 
-@functools.partial(jax.jit, static_argnames=("alpha", "gamma", "reduction"))
-def _sigmoid_focal(logits, target, *, alpha, gamma, reduction):
+@functools.partial(jax.jit, static_argnames=("alpha", "gamma", "reduction", "axis_name"))
+def _sigmoid_focal(logits, target, *, alpha, gamma, reduction, axis_name):
     dtype = check.compute_dtype(logits.dtype)
     x, y = logits.astype(dtype), target.astype(dtype)
     ce = (1.0 - y) * x + jax.nn.softplus(-x)  # [BCEL-ELEM] with q = 1
@@ -108,11 +109,13 @@ def _sigmoid_focal(logits, target, *, alpha, gamma, reduction):
     losses = _modulating(u, gamma) * ce
     if alpha is not None:
         losses = (alpha * y + (1.0 - alpha) * (1.0 - y)) * losses
-    return _reduce(losses, None, reduction).astype(logits.dtype)
+    return _reduce(losses, None, reduction, axis_name).astype(logits.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("gamma", "ignore_index", "reduction", "axis"))
-def _softmax_focal(logits, target, alpha, *, gamma, ignore_index, reduction, axis):
+@functools.partial(jax.jit, static_argnames=("gamma", "ignore_index", "reduction", "axis",
+                                             "axis_name"))
+def _softmax_focal(logits, target, alpha, *, gamma, ignore_index, reduction, axis,
+                   axis_name):
     dtype = check.compute_dtype(logits.dtype)
     x = jnp.moveaxis(logits, axis, -1).astype(dtype)
     w = _class_weights(alpha, x.shape[-1], dtype)
@@ -121,4 +124,4 @@ def _softmax_focal(logits, target, alpha, *, gamma, ignore_index, reduction, axi
     lp_y = jnp.take_along_axis(jax.nn.log_softmax(x, axis=-1), y[..., None], axis=-1)[..., 0]
     u = -jnp.expm1(lp_y)  # 1 - p_y without cancellation
     losses = jnp.where(valid, w_y * _modulating(u, gamma) * -lp_y, 0.0)
-    return _reduce(losses, w_y, reduction).astype(logits.dtype)
+    return _reduce(losses, w_y, reduction, axis_name).astype(logits.dtype)

@@ -34,6 +34,7 @@ def cross_entropy(
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     axis: int = -1,
+    axis_name: str | tuple[str, ...] | None = None,
 ) -> Array:
     r"""Weighted softmax cross-entropy with class indices or class probabilities.
 
@@ -62,6 +63,9 @@ def cross_entropy(
       reduction: ``"none"`` (the target's shape), ``"sum"`` or ``"mean"``.
       label_smoothing: ``eps`` in ``[0, 1]``, a Python number.
       axis: the class axis; ``-1`` (default) for channels-last, ``1`` for torch's layout.
+      axis_name: inside ``shard_map``, ``pmap`` or a named ``vmap``, the axis (or axes)
+        over which numerator and denominator are summed, so that ``"mean"`` is the global
+        mean of all shards [DP-AXIS]. Not needed under plain ``jit`` with sharded inputs.
 
     Returns:
       The loss, in the logits' dtype.
@@ -86,13 +90,14 @@ def cross_entropy(
         check.target_shape(target, logits.shape, "the logits' shape (probabilities)")
         check.warn_if_probabilities(logits, axis)
         return _probability_cross_entropy(logits, target, weight, eps=eps,
-                                          reduction=reduction, axis=axis)
+                                          reduction=reduction, axis=axis, axis_name=axis_name)
     check.target_shape(target, _without(logits.shape, axis),
                        "the logits' shape without the class axis")
     check.class_target_range(target, logits.shape[axis], ignore_index)
     check.warn_if_probabilities(logits, axis)
     return _class_cross_entropy(logits, target, weight, ignore_index=ignore_index, eps=eps,
-                                reduction=reduction, axis=axis, strategy=_strategy(eps))
+                                reduction=reduction, axis=axis, strategy=_strategy(eps),
+                                axis_name=axis_name)
 
 
 def nll_loss(
@@ -102,13 +107,14 @@ def nll_loss(
     ignore_index: int = -100,
     reduction: str = "mean",
     axis: int = -1,
+    axis_name: str | tuple[str, ...] | None = None,
 ) -> Array:
     r"""Weighted negative log-likelihood of log-probabilities at class indices.
 
     [NLL-ELEM] ``l_i = -w[y_i] * log_probs[i, y_i]`` for valid elements and exactly 0 for
     ignored ones; ``"mean"`` divides by the weights of the valid targets [CE-MEAN]. The
-    rules for ``target``, ``weight``, ``ignore_index``, ``axis`` and errors are those of
-    :func:`cross_entropy` with class indices; ``log_probs`` is not checked.
+    rules for ``target``, ``weight``, ``ignore_index``, ``axis``, ``axis_name`` and errors
+    are those of :func:`cross_entropy` with class indices; ``log_probs`` is not checked.
     """
     log_probs = check.floating(log_probs, "log_probs")
     reduction = check.reduction(reduction)
@@ -123,7 +129,7 @@ def nll_loss(
                        "the log_probs' shape without the class axis")
     check.class_target_range(target, log_probs.shape[axis], ignore_index)
     return _nll(log_probs, target, weight, ignore_index=ignore_index, reduction=reduction,
-                axis=axis)
+                axis=axis, axis_name=axis_name)
 
 
 def binary_cross_entropy(
@@ -131,6 +137,7 @@ def binary_cross_entropy(
     target: ArrayLike,
     weight: ArrayLike | None = None,
     reduction: str = "mean",
+    axis_name: str | tuple[str, ...] | None = None,
 ) -> Array:
     r"""Binary cross-entropy of probabilities in ``[0, 1]``.
 
@@ -142,7 +149,7 @@ def binary_cross_entropy(
     divides by the number of elements [BCE-MEAN]. The gradient is
     ``w (p - y) / max(p (1 - p), 1e-12)`` [GRAD-BCE]. ``target`` may have any real
     dtype [BCE-TARGET]. Values outside ``[0, 1]`` raise in eager calls and give NaN under
-    ``jit`` [TRACE-BCE-RANGE].
+    ``jit`` [TRACE-BCE-RANGE]. ``axis_name`` as in :func:`cross_entropy` [DP-AXIS].
     """
     probs = check.floating(probs, "probs")
     reduction = check.reduction(reduction)
@@ -150,7 +157,7 @@ def binary_cross_entropy(
     weight = check.broadcastable(weight, "weight", probs.shape)
     check.unit_interval(probs, "probs")
     check.unit_interval(target, "target")
-    return _bce(probs, target, weight, reduction=reduction)
+    return _bce(probs, target, weight, reduction=reduction, axis_name=axis_name)
 
 
 def binary_cross_entropy_with_logits(
@@ -159,6 +166,7 @@ def binary_cross_entropy_with_logits(
     weight: ArrayLike | None = None,
     reduction: str = "mean",
     pos_weight: ArrayLike | None = None,
+    axis_name: str | tuple[str, ...] | None = None,
 ) -> Array:
     r"""Binary cross-entropy of logits, with an optional weight for positives.
 
@@ -169,14 +177,16 @@ def binary_cross_entropy_with_logits(
     ``pos_weight`` broadcasts against the last dimension, one weight per label for
     ``(N, C)`` multi-label logits [BCEL-POS-WEIGHT]; ``weight`` broadcasts to the logits
     [BCEL-WEIGHT]; ``"mean"`` divides by the number of elements [BCEL-MEAN]. The
-    gradient is ``w ((1 - y) - q sigmoid(-x))`` [GRAD-BCEL].
+    gradient is ``w ((1 - y) - q sigmoid(-x))`` [GRAD-BCEL]. ``axis_name`` as in
+    :func:`cross_entropy` [DP-AXIS].
     """
     logits = check.floating(logits, "logits")
     reduction = check.reduction(reduction)
     target = _binary_target(target, logits.shape)
     weight = check.broadcastable(weight, "weight", logits.shape)
     pos_weight = check.broadcastable(pos_weight, "pos_weight", logits.shape)
-    return _bce_with_logits(logits, target, weight, pos_weight, reduction=reduction)
+    return _bce_with_logits(logits, target, weight, pos_weight, reduction=reduction,
+                            axis_name=axis_name)
 
 
 # ----------------------------------------------------------------------------------
@@ -184,20 +194,22 @@ def binary_cross_entropy_with_logits(
 # calls as under the caller's jit.
 
 
-@functools.partial(jax.jit,
-                   static_argnames=("ignore_index", "eps", "reduction", "axis", "strategy"))
+@functools.partial(jax.jit, static_argnames=("ignore_index", "eps", "reduction", "axis",
+                                             "strategy", "axis_name"))
 def _class_cross_entropy(logits, target, weight, *, ignore_index, eps, reduction, axis,
-                         strategy):
+                         strategy, axis_name):
     dtype = check.compute_dtype(logits.dtype)
     x = jnp.moveaxis(logits, axis, -1)
     w = _class_weights(weight, x.shape[-1], dtype)
     valid, y, w_y, _ = _class_terms(target, w, x.shape[-1], ignore_index)
+    (w,) = _varying_like(x, w)
     losses = _ce_elements(x.astype(dtype), y, valid, w_y, w, eps, strategy)
-    return _reduce(losses, w_y, reduction).astype(logits.dtype)
+    return _reduce(losses, w_y, reduction, axis_name).astype(logits.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("eps", "reduction", "axis"))
-def _probability_cross_entropy(logits, target, weight, *, eps, reduction, axis):
+@functools.partial(jax.jit, static_argnames=("eps", "reduction", "axis", "axis_name"))
+def _probability_cross_entropy(logits, target, weight, *, eps, reduction, axis,
+                               axis_name):
     """[CEP-ELEM]; differentiated by JAX, the target too (for distillation)."""
     dtype = check.compute_dtype(logits.dtype)
     x = jnp.moveaxis(logits, axis, -1).astype(dtype)
@@ -206,37 +218,39 @@ def _probability_cross_entropy(logits, target, weight, *, eps, reduction, axis):
     if eps:
         t = (1.0 - eps) * t + eps / x.shape[-1]
     losses = -jnp.sum(w * t * jax.nn.log_softmax(x, axis=-1), axis=-1)
-    return _reduce(losses, None, reduction).astype(logits.dtype)
+    return _reduce(losses, None, reduction, axis_name).astype(logits.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("ignore_index", "reduction", "axis"))
-def _nll(log_probs, target, weight, *, ignore_index, reduction, axis):
+@functools.partial(jax.jit,
+                   static_argnames=("ignore_index", "reduction", "axis", "axis_name"))
+def _nll(log_probs, target, weight, *, ignore_index, reduction, axis, axis_name):
     dtype = check.compute_dtype(log_probs.dtype)
     x = jnp.moveaxis(log_probs, axis, -1)
     w = _class_weights(weight, x.shape[-1], dtype)
     valid, y, w_y, bad = _class_terms(target, w, x.shape[-1], ignore_index)
     losses = _nll_elements(x, y, valid, bad, w_y)
-    return _reduce(losses, w_y, reduction).astype(log_probs.dtype)
+    return _reduce(losses, w_y, reduction, axis_name).astype(log_probs.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("reduction",))
-def _bce(probs, target, weight, *, reduction):
+@functools.partial(jax.jit, static_argnames=("reduction", "axis_name"))
+def _bce(probs, target, weight, *, reduction, axis_name):
     dtype = check.compute_dtype(probs.dtype)
     w = jnp.broadcast_to(jnp.ones((), dtype) if weight is None else weight.astype(dtype),
                          probs.shape)
+    target, w = _varying_like(probs, target, w)
     losses = _bce_elements(probs.astype(dtype), target.astype(dtype), w)
-    return _reduce(losses, None, reduction).astype(probs.dtype)
+    return _reduce(losses, None, reduction, axis_name).astype(probs.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("reduction",))
-def _bce_with_logits(logits, target, weight, pos_weight, *, reduction):
+@functools.partial(jax.jit, static_argnames=("reduction", "axis_name"))
+def _bce_with_logits(logits, target, weight, pos_weight, *, reduction, axis_name):
     dtype = check.compute_dtype(logits.dtype)
     x, y = logits.astype(dtype), target.astype(dtype)
     q = 1.0 if pos_weight is None else 1.0 + (pos_weight.astype(dtype) - 1.0) * y
     losses = (1.0 - y) * x + q * jax.nn.softplus(-x)  # -log_sigmoid(x) = softplus(-x)
     if weight is not None:
         losses = weight.astype(dtype) * losses
-    return _reduce(losses, None, reduction).astype(logits.dtype)
+    return _reduce(losses, None, reduction, axis_name).astype(logits.dtype)
 
 
 # ----------------------------------------------------------------------------------
@@ -245,6 +259,28 @@ def _bce_with_logits(logits, target, weight, pos_weight, *, reduction):
 
 def _without(shape, axis):
     return tuple(d for i, d in enumerate(shape) if i != axis)
+
+
+def _varying_like(reference, *arrays):
+    """``arrays`` made to vary over the same ``shard_map`` axes as ``reference``.
+
+    Inside ``shard_map``, JAX types each value as varying or not over each mesh axis, and
+    a custom VJP must return cotangents of its inputs' types. A replicated weight vector
+    used with sharded logits has a cotangent that varies; casting the weight to varying
+    first makes that legal, and JAX sums the cotangent over the axes when it transposes
+    the cast, which is the weight's global gradient. Outside ``shard_map`` nothing changes.
+    """
+    axes = _varying_axes(reference)
+    out = []
+    for a in arrays:
+        missing = tuple(sorted(axes - _varying_axes(a), key=str))
+        out.append(jax.lax.pcast(a, missing, to="varying") if missing else a)
+    return out
+
+
+def _varying_axes(a) -> frozenset:
+    manual = getattr(jax.typeof(a), "manual_axis_type", None)
+    return frozenset(manual.varying) if manual is not None else frozenset()
 
 
 def _class_weights(weight, num_classes, dtype):
@@ -266,19 +302,24 @@ def _class_terms(target, w, num_classes, ignore_index):
     return valid, y, w_y, bad
 
 
-def _reduce(losses, target_weights, reduction):
+def _reduce(losses, target_weights, reduction, axis_name=None):
     """[CE-NONE] [CE-SUM] [CE-MEAN]; ``target_weights=None`` means the plain mean.
 
     A mean over zero weight is undefined: it divides by NaN, so its gradient is NaN for
     valid elements and exactly zero for ignored ones [EDGE-ZERO-WEIGHT-SUM]
-    [EDGE-ALL-IGNORED] [EDGE-EMPTY].
+    [EDGE-ALL-IGNORED] [EDGE-EMPTY]. With ``axis_name``, numerator and denominator are
+    summed over that named axis first: the global mean of all shards [DP-GLOBAL].
     """
     if reduction == "none":
         return losses
     total = jnp.sum(losses)
+    if axis_name is not None:
+        total = jax.lax.psum(total, axis_name)
     if reduction == "sum":
         return total
     count = losses.size if target_weights is None else jnp.sum(target_weights)
+    if axis_name is not None:
+        count = jax.lax.psum(count, axis_name)
     return total / jnp.where(count == 0, jnp.nan, count)
 
 

@@ -17,6 +17,7 @@ from wce_torch.functional import (
     sigmoid_focal_loss,
     softmax_focal_loss,
 )
+from wce_torch.linear import linear_cross_entropy
 from wce_torch.modules import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, NLLLoss
 from wce_torch.weights import (
     balanced_sampler,
@@ -38,6 +39,7 @@ __all__ = [
     "class_weights",
     "class_weights_from_labels",
     "cross_entropy",
+    "linear_cross_entropy",
     "nll_loss",
     "pos_weight_from_labels",
     "sample_weights_from_labels",

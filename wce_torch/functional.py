@@ -8,6 +8,10 @@ ignored rows [CE-IGNORE-NONFINITE], an error for negative ``label_smoothing``
 [ERR-SMOOTHING], a warning for softmax output passed as logits
 [WARN-PROBABILITY-INPUT], and float32 accumulation for half inputs [GEN-HALF].
 
+Every loss also takes ``process_group=`` for data-parallel training: with a group,
+``"mean"`` is the global mean over all ranks' batches and the gradients that
+DistributedDataParallel averages are those of that global loss [DP-PROCESS-GROUP].
+
 The class-target cross-entropy is a ``torch.autograd.Function`` with a fused gradient:
 it keeps one logits-sized buffer (the log-probabilities) for the backward pass and turns
 it into the gradient in place, where torch's own weighted path keeps about three.
@@ -26,7 +30,7 @@ BCE_LOG_CLAMP = -100.0  # [BCE-CLAMP]
 
 
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100,
-                  reduce=None, reduction="mean", label_smoothing=0.0):
+                  reduce=None, reduction="mean", label_smoothing=0.0, *, process_group=None):
     r"""Weighted softmax cross-entropy with class indices or class probabilities.
 
     With ``lp = log_softmax(input, dim=1)`` and class weights ``w`` (ones by default):
@@ -46,6 +50,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
       and ``"mean"`` divides by the number of elements [CEP-MEAN].
 
     Bad arguments raise ValueError/TypeError naming the argument (spec section 10).
+    With ``process_group`` the reductions are global over its ranks [DP-PROCESS-GROUP].
     """
     input = check.floating(input, "input")
     reduction = check.reduction(size_average, reduce, reduction)
@@ -71,17 +76,19 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         if eps:
             t = (1.0 - eps) * t + eps / num_classes
         losses = -((torch.log_softmax(x.to(dtype), dim=-1) * t) @ w)
-        return _reduce(losses, None, reduction, _target_shape(input)).to(input.dtype)
+        return _reduce(losses, None, reduction, _target_shape(input),
+                       process_group).to(input.dtype)
     check.target_shape(target, _target_shape(input), "the input's shape without the class axis")
     check.class_target_range(target, num_classes, ignore_index)
     check.warn_if_probabilities(x)
     valid, y, w_y = _class_terms(target.reshape(-1), w, num_classes, ignore_index)
     losses, _, _ = _ClassCrossEntropy.apply(x, y, valid, w_y, w, eps)
-    return _reduce(losses, w_y, reduction, _target_shape(input)).to(input.dtype)
+    return _reduce(losses, w_y, reduction, _target_shape(input),
+                   process_group).to(input.dtype)
 
 
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
-             reduction="mean"):
+             reduction="mean", *, process_group=None):
     r"""Weighted negative log-likelihood of log-probabilities at class indices.
 
     [NLL-ELEM] ``l_i = -w[y_i] * input[i, y_i]`` for valid elements and exactly 0 for
@@ -107,11 +114,12 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     picked = _rows(input).to(dtype).gather(1, y[:, None])[:, 0]
     bad = torch.isnan(w_y)  # an out-of-range target under torch.compile [TRACE-TARGET-RANGE]
     losses = torch.where(valid, -w_y * picked, 0.0) + _nan_rows(bad, _rows(input))
-    return _reduce(losses, w_y, reduction, _target_shape(input)).to(input.dtype)
+    return _reduce(losses, w_y, reduction, _target_shape(input),
+                   process_group).to(input.dtype)
 
 
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
-                         reduction="mean"):
+                         reduction="mean", *, process_group=None):
     r"""Binary cross-entropy of probabilities in ``[0, 1]``.
 
     [BCE-ELEM] [BCE-CLAMP]::
@@ -132,11 +140,12 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     w = torch.ones((), dtype=dtype, device=input.device) if weight is None else weight.to(dtype)
     losses, *_ = _BinaryCrossEntropy.apply(input.to(dtype), target.to(dtype),
                                            w.expand(input.shape))
-    return _reduce(losses, None, reduction, input.shape).to(input.dtype)
+    return _reduce(losses, None, reduction, input.shape, process_group).to(input.dtype)
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None,
-                                     reduce=None, reduction="mean", pos_weight=None):
+                                     reduce=None, reduction="mean", pos_weight=None, *,
+                                     process_group=None):
     r"""Binary cross-entropy of logits, with an optional weight for positives.
 
     [BCEL-ELEM] with ``q = 1 + (pos_weight - 1) * y``::
@@ -158,10 +167,11 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     losses = (1.0 - y) * x - q * F.logsigmoid(x)
     if weight is not None:
         losses = weight.to(dtype) * losses
-    return _reduce(losses, None, reduction, input.shape).to(input.dtype)
+    return _reduce(losses, None, reduction, input.shape, process_group).to(input.dtype)
 
 
-def sigmoid_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="none"):
+def sigmoid_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="none", *,
+                       process_group=None):
     r"""RetinaNet's focal loss, with ``torchvision.ops.sigmoid_focal_loss``'s semantics.
 
     [FOCAL-SIGMOID]::
@@ -185,11 +195,11 @@ def sigmoid_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="none"):
     losses = _modulating(u, gamma) * ce
     if alpha is not None and alpha >= 0:
         losses = (alpha * y + (1.0 - alpha) * (1.0 - y)) * losses
-    return _reduce(losses, None, reduction, input.shape).to(input.dtype)
+    return _reduce(losses, None, reduction, input.shape, process_group).to(input.dtype)
 
 
 def softmax_focal_loss(input, target, alpha=None, gamma=2.0, ignore_index=-100,
-                       reduction="mean"):
+                       reduction="mean", *, process_group=None):
     r"""Multi-class focal loss with per-class weights, reduced like the weighted
     cross-entropy.
 
@@ -209,10 +219,7 @@ def softmax_focal_loss(input, target, alpha=None, gamma=2.0, ignore_index=-100,
         raise TypeError("softmax_focal_loss takes class indices: target must have an "
                         f"integer dtype, got target.dtype={target.dtype}")
     num_classes = input.shape[0 if input.dim() == 1 else 1]
-    alpha = check.real_param(alpha, "alpha")
-    if alpha is not None and tuple(alpha.shape) != (num_classes,):
-        raise ValueError(f"alpha must be a 1-D tensor with one entry per class, shape "
-                         f"({num_classes},), got alpha.shape={tuple(alpha.shape)}")
+    alpha = check.class_weight(alpha, num_classes, "alpha")
     check.target_shape(target, _target_shape(input), "the input's shape without the class axis")
     check.class_target_range(target, num_classes, ignore_index)
     dtype = check.compute_dtype(input.dtype)
@@ -222,7 +229,8 @@ def softmax_focal_loss(input, target, alpha=None, gamma=2.0, ignore_index=-100,
     lp_y = torch.log_softmax(x, dim=-1).gather(1, y[:, None])[:, 0]
     u = -torch.expm1(lp_y)  # 1 - p_y without cancellation
     losses = torch.where(valid, w_y * _modulating(u, gamma) * -lp_y, 0.0)
-    return _reduce(losses, w_y, reduction, _target_shape(input)).to(input.dtype)
+    return _reduce(losses, w_y, reduction, _target_shape(input),
+                   process_group).to(input.dtype)
 
 
 def _gamma(gamma) -> float:
@@ -287,21 +295,51 @@ def _nan_rows(bad, rows):
     return 0.0
 
 
-def _reduce(losses, target_weights, reduction, shape):
+def _reduce(losses, target_weights, reduction, shape, process_group=None):
     """[CE-NONE] [CE-SUM] [CE-MEAN]; ``target_weights=None`` means the plain mean.
 
     A mean over zero weight is undefined: it divides by NaN, so its gradient is NaN for
     valid elements and exactly zero for ignored ones [EDGE-ZERO-WEIGHT-SUM]
-    [EDGE-ALL-IGNORED] [EDGE-EMPTY].
+    [EDGE-ALL-IGNORED] [EDGE-EMPTY]. With a ``process_group``: [DP-PROCESS-GROUP].
     """
     if reduction == "none":
         return losses.reshape(shape)
     total = losses.sum()
-    if reduction == "sum":
-        return total
     count = (torch.tensor(float(losses.numel()), dtype=total.dtype, device=total.device)
              if target_weights is None else target_weights.sum())
+    if process_group is not None:
+        return _global(total, count, reduction, process_group)
+    if reduction == "sum":
+        return total
     return total / torch.where(count == 0, torch.nan, count)
+
+
+def _global(total, count, reduction, group):
+    """[DP-PROCESS-GROUP]: the global loss on every rank, from this rank's numerator and
+    the denominator summed over the ranks."""
+    if reduction == "mean":
+        count = _all_reduced(count.to(total.dtype), group)
+        total = total / torch.where(count == 0, torch.nan, count)
+    return _global_share(total, group)
+
+
+def _global_share(local, group):
+    """The sum of ``local`` over the group's ranks, on every rank, with the gradient of
+    ``world_size * local``: DistributedDataParallel averages the ranks' gradients, which
+    turns that into the gradient of the sum."""
+    import torch.distributed as dist
+
+    share = dist.get_world_size(group) * local
+    return _all_reduced(local, group) + (share - share.detach())
+
+
+def _all_reduced(value, group):
+    """A detached copy of ``value`` summed over the group's ranks."""
+    import torch.distributed as dist
+
+    value = value.detach().clone()
+    dist.all_reduce(value, group=group)
+    return value
 
 
 def _binary_target(target, shape):

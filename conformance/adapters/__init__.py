@@ -42,7 +42,7 @@ TORCH_LOSSES = frozenset({"cross_entropy", "nll_loss", "binary_cross_entropy",
                           "binary_cross_entropy_with_logits"})  # torch.nn.functional's
 ALL_LOSSES = TORCH_LOSSES | {"sigmoid_focal_loss", "softmax_focal_loss", "class_weights",
                              "class_weights_from_labels", "pos_weight_from_labels",
-                             "sample_weights_from_labels"}
+                             "sample_weights_from_labels", "linear_cross_entropy"}
 
 
 @dataclasses.dataclass
@@ -51,6 +51,18 @@ class Outcome:
     grad_input: np.ndarray | None
     output_dtype: str
     grad_dtype: str | None
+    #: gradients with respect to other arguments (``grad_<name>`` in the case), as
+    #: name -> (array, dtype name)
+    grads: dict[str, tuple[np.ndarray, str]] = dataclasses.field(default_factory=dict)
+
+
+def grad_arguments(case: Case) -> list[str]:
+    """The arguments a case expects gradients for (``grad_<name>``), ``input`` first."""
+    want = case.expected.get("traced") if case.is_error else case.expected
+    if not isinstance(want, dict):
+        return []
+    return sorted((k[len("grad_"):] for k in want if k.startswith("grad_")),
+                  key=lambda name: name != "input")
 
 
 class Adapter:
@@ -63,7 +75,11 @@ class Adapter:
     gradients = True  # returns the gradient with respect to input
     deviations: dict[str, str] = {}
 
+    supports_shards = False  # runs [DP-GLOBAL] cases with a collective over the shards
+
     def unsupported(self, case: Case) -> str | None:
+        if case.shards and not self.supports_shards:
+            return "data-parallel case: tested in this implementation's own test suite"
         return None
 
     def modes(self, case: Case) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from conformance import spec
-from conformance.adapters import TORCH_LOSSES, Adapter, Outcome, split_args
+from conformance.adapters import TORCH_LOSSES, Adapter, Outcome, grad_arguments, split_args
 
 
 def to_torch(a: np.ndarray, dtype: str) -> torch.Tensor:
@@ -25,30 +25,50 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().to(torch.float64).numpy()
 
 
+def _dtype(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
 def run_torch(fn, case, dtype):
     """Call ``fn`` (a torch.nn.functional-style function) on the case, and backward."""
     args = split_args(case, dtype, to_torch)
-    x = args.get("input")
-    if x is not None and x.is_floating_point():
-        x.requires_grad_()
+    names = grad_arguments(case) if case.grad_output is not None else []
+    for name in names:
+        args[name].requires_grad_()
     output = fn(**args)
-    grad = None
-    if case.grad_output is not None and output.requires_grad:
-        (grad,) = torch.autograd.grad(output, x, to_torch(case.grad_output, dtype),
-                                      allow_unused=True)
-    grad_dtype = None if grad is None else str(grad.dtype).removeprefix("torch.")
-    return Outcome(to_numpy(output), None if grad is None else to_numpy(grad),
-                   str(output.dtype).removeprefix("torch."), grad_dtype)
+    outcome = Outcome(to_numpy(output), None, _dtype(output), None)
+    if names and output.requires_grad:
+        grads = torch.autograd.grad(output, [args[n] for n in names],
+                                    to_torch(case.grad_output, dtype), allow_unused=True)
+        for name, grad in zip(names, grads):
+            if grad is None:
+                continue
+            if name == "input":
+                outcome.grad_input, outcome.grad_dtype = to_numpy(grad), _dtype(grad)
+            else:
+                outcome.grads[name] = (to_numpy(grad), _dtype(grad))
+    return outcome
+
+
+def ddp_mean_of_shards(fn):
+    """What DistributedDataParallel computes from per-rank losses: each shard's loss on its
+    own, averaged (DDP averages the ranks' gradients) [DP-GLOBAL]."""
+    def loss(input, target, **shared):
+        per_shard = [fn(x, t, **shared) for x, t in zip(input, target)]
+        return torch.stack(per_shard).mean()
+    return loss
 
 
 class TorchAdapter(Adapter):
     name = "torch"
-    description = f"torch.nn.functional (torch {torch.__version__})"
+    description = f"torch.nn.functional (torch {torch.__version__}); DDP for shards"
     losses = TORCH_LOSSES
     deviations = spec.torch_deviations()
+    supports_shards = True  # as DDP does it: the mean of the per-rank losses
 
     def call(self, case, dtype, traced):
-        return run_torch(getattr(F, case.loss), case, dtype)
+        fn = getattr(F, case.loss)
+        return run_torch(ddp_mean_of_shards(fn) if case.shards else fn, case, dtype)
 
 
 ADAPTER = TorchAdapter()

@@ -11,7 +11,7 @@ import ml_dtypes
 import numpy as np
 
 import wce_jax
-from conformance.adapters import Adapter, Outcome, split_args
+from conformance.adapters import Adapter, Outcome, grad_arguments, split_args
 
 # wce_jax names the first argument after what it holds.
 FIRST_ARGUMENT = {"cross_entropy": "logits", "nll_loss": "log_probs",
@@ -33,13 +33,24 @@ def to_float64(a) -> np.ndarray:
 def channels_last(case, args):
     """torch layout (class axis 1) -> JAX layout (class axis last), and the way back."""
     x = args.get("input")
-    if case.loss not in CLASS_AXIS_LOSSES or x.ndim < 3:
+    axis = 2 if case.shards else 1  # shards are stacked on a leading axis
+    if case.loss not in CLASS_AXIS_LOSSES or x.ndim < axis + 2:
         return args, lambda g: g
-    args = dict(args, input=np.moveaxis(x, 1, -1))
+    args = dict(args, input=np.moveaxis(x, axis, -1))
     t = args.get("target")
     if isinstance(t, np.ndarray) and t.shape == x.shape:  # probability target
-        args["target"] = np.moveaxis(t, 1, -1)
-    return args, lambda g: np.moveaxis(g, -1, 1)
+        args["target"] = np.moveaxis(t, axis, -1)
+    return args, lambda g: np.moveaxis(g, -1, axis)
+
+
+def on_shards(fn):
+    """The loss of stacked shards, each computed by its own call with a collective over
+    the named shard axis [DP-AXIS]; every shard returns the global loss, kept once."""
+    def loss(x, target, **shared):
+        def one_shard(x, target):
+            return fn(x, target, **shared, axis_name="shards")
+        return jax.vmap(one_shard, axis_name="shards")(x, target)[0]
+    return loss
 
 
 class WceJaxAdapter(Adapter):
@@ -47,6 +58,7 @@ class WceJaxAdapter(Adapter):
     description = f"wce_jax (jax {jax.__version__}, {jax.default_backend()}), under jit"
     exact_errors = True
     traced = True
+    supports_shards = True  # [DP-AXIS]: a vmap over the shards with a named axis
 
     def argument_name(self, loss, name):
         return FIRST_ARGUMENT.get(loss, name) if name == "input" else name
@@ -59,25 +71,37 @@ class WceJaxAdapter(Adapter):
     def call(self, case, dtype, traced):
         with jax.enable_x64(True):
             args, restore = channels_last(case, split_args(case, dtype, to_host))
-            fn = getattr(wce_jax, case.loss)
+            fn = on_shards(getattr(wce_jax, case.loss)) if case.shards else getattr(
+                wce_jax, case.loss)
             static = {k: v for k, v in args.items() if not isinstance(v, np.ndarray)}
             arrays = {k: jnp.asarray(v) for k, v in args.items() if isinstance(v, np.ndarray)}
-            x = arrays.pop("input", None)
+            names = grad_arguments(case) if case.grad_output is not None else []
+            diff = {name: arrays.pop(name) for name in names}
 
-            def value_and_grad(x, arrays, g):
-                if x is None:  # a weight function of counts or labels
-                    return fn(**arrays, **static), None
-                output, vjp = jax.vjp(lambda x: fn(x, **arrays, **static), x)
-                return output, None if g is None else vjp(g)[0]
+            def call(diff, rest):
+                kwargs = dict(rest, **diff)
+                x = kwargs.pop("input", None)  # positional: wce_jax names it per loss
+                return fn(**kwargs, **static) if x is None else fn(x, **kwargs, **static)
+
+            def value_and_grads(diff, rest, g):
+                if g is None:
+                    return call(diff, rest), {}
+                output, vjp = jax.vjp(lambda d: call(d, rest), diff)
+                return output, vjp(g)[0]
 
             if traced:
-                value_and_grad = jax.jit(value_and_grad)
+                value_and_grads = jax.jit(value_and_grads)
             g = None if case.grad_output is None else jnp.asarray(
                 to_host(case.grad_output, dtype))
-            output, grad = value_and_grad(x, arrays, g)
-            return Outcome(to_float64(output),
-                           None if grad is None else restore(to_float64(grad)),
-                           str(output.dtype), None if grad is None else str(grad.dtype))
+            output, grads = value_and_grads(diff, arrays, g)
+            outcome = Outcome(to_float64(output), None, str(output.dtype), None)
+            for name, grad in grads.items():
+                if name == "input":
+                    outcome.grad_input = restore(to_float64(grad))
+                    outcome.grad_dtype = str(grad.dtype)
+                else:
+                    outcome.grads[name] = (to_float64(grad), str(grad.dtype))
+            return outcome
 
 
 ADAPTER = WceJaxAdapter()

@@ -1,0 +1,248 @@
+"""Linear + cross-entropy for large vocabularies, in chunks (spec section 17).
+
+The logits ``hidden @ weight.T`` of ``(rows, V)`` are never formed at once: rows are
+processed ``chunk_size`` at a time inside ``lax.scan``. For ``"mean"`` and ``"sum"`` the
+forward pass also computes the gradients (the loss is linear in the upstream scalar, so
+the backward pass only scales them): three matrix products per chunk, as many as the
+unfused loss and its gradient need. For ``"none"`` the backward pass recomputes each
+chunk's logits with the per-row upstream gradient: four products.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import numbers
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from wce_jax import _checks as check
+from wce_jax._losses import _class_terms, _class_weights, _varying_like
+
+Array = jax.Array
+
+#: The default chunk holds about 2**24 logits (64 MiB in float32), whatever V is.
+CHUNK_LOGITS = 2 ** 24
+
+
+def linear_cross_entropy(
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    target: ArrayLike,
+    *,
+    class_weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    chunk_size: int | None = None,
+    axis_name: str | tuple[str, ...] | None = None,
+) -> Array:
+    r"""Cross-entropy of the logits ``hidden @ weight.T`` without forming them.
+
+    ``hidden`` is ``(..., D)``, ``weight`` is ``(V, D)`` (the layout of
+    ``torch.nn.Linear(D, V).weight`` and of Flax's ``Embed`` table; a Flax ``Dense``
+    kernel is ``(D, V)``: pass its transpose), ``target`` holds class indices ``(...)``.
+    The loss is [LCE-ELEM]: [CE-ELEM], [CE-SMOOTH], [CE-IGNORE] and [CE-MEAN] of
+    ``z``, with ``class_weight`` as the class weights, plus [LCE-ZLOSS]
+    ``z_loss * w[y_i] * lse_i**2``; ``softcap`` replaces the logits by
+    ``softcap * tanh(a / softcap)`` [LCE-SOFTCAP]. Gradients flow to ``hidden`` and
+    ``weight`` [LCE-GRAD], not to ``class_weight``.
+
+    ``chunk_size`` rows are processed at a time (default: about ``2**24 / V``); memory
+    beyond inputs and outputs is a few ``chunk_size x V`` buffers instead of several
+    ``rows x V`` ones. Half-precision inputs multiply with float32 accumulation.
+    ``axis_name`` as in :func:`wce_jax.cross_entropy` [DP-AXIS].
+    """
+    hidden = check.floating(hidden, "hidden")
+    weight = check.floating(weight, "weight")
+    reduction = check.reduction(reduction)
+    eps = check.label_smoothing(label_smoothing)
+    ignore_index = check.ignore_index(ignore_index)
+    if weight.ndim != 2 or hidden.ndim < 1 or weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(f"weight must have shape (V, D) with D = hidden.shape[-1] = "
+                         f"{hidden.shape[-1] if hidden.ndim else None}, got "
+                         f"weight.shape={weight.shape}")
+    target = jnp.asarray(target)
+    if check.is_probability_target(target):
+        raise TypeError("linear_cross_entropy takes class indices: target must have an "
+                        f"integer dtype, got target.dtype={target.dtype}")
+    check.target_shape(target, hidden.shape[:-1], "hidden's shape without the last axis")
+    vocab = weight.shape[0]
+    class_weight = check.class_weight(class_weight, vocab, "class_weight")
+    options = _Options(eps, _z_loss(z_loss), _softcap(softcap),
+                       _chunk(chunk_size, vocab), ignore_index)
+    check.class_target_range(target, vocab, ignore_index)
+    return _linear_cross_entropy(hidden, weight, target, class_weight, options=options,
+                                 reduction=reduction, axis_name=axis_name)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    eps: float
+    z_loss: float
+    softcap: float | None
+    chunk: int
+    ignore_index: int
+
+
+def _z_loss(value) -> float:
+    value = float(value)
+    if not value >= 0:
+        raise ValueError(f"z_loss must be non-negative, got z_loss={value!r}")
+    return value
+
+
+def _softcap(value) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    if not value > 0:
+        raise ValueError(f"softcap must be positive or None, got softcap={value!r}")
+    return value
+
+
+def _chunk(value, vocab: int) -> int:
+    if value is None:
+        return max(16, CHUNK_LOGITS // max(vocab, 1))
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"chunk_size must be a positive integer or None, got "
+                         f"chunk_size={value!r}")
+    return int(value)
+
+
+@functools.partial(jax.jit, static_argnames=("options", "reduction", "axis_name"))
+def _linear_cross_entropy(hidden, weight, target, class_weight, *, options, reduction,
+                          axis_name):
+    dtype = check.compute_dtype(jnp.result_type(hidden.dtype, weight.dtype))
+    vocab = weight.shape[0]
+    w = jax.lax.stop_gradient(_class_weights(class_weight, vocab, dtype))
+    valid, y, w_y, _ = _class_terms(target.reshape(-1), w, vocab, options.ignore_index)
+    h = hidden.reshape(-1, hidden.shape[-1])
+    weight, w = _varying_like(h, weight, w)
+    if reduction == "none":
+        losses = _rows(h, weight, y, valid, w_y, w, options)
+        return losses.reshape(target.shape).astype(hidden.dtype)
+    count = jnp.sum(w_y)
+    if axis_name is not None:
+        count = jax.lax.psum(count, axis_name)
+    scale = (jnp.ones((), dtype) if reduction == "sum"
+             else 1.0 / jnp.where(count == 0, jnp.nan, count))
+    total = _scaled_total(h, weight, y, valid, w_y, w, scale, options)
+    if axis_name is not None:
+        total = jax.lax.psum(total, axis_name)
+    return total.astype(hidden.dtype)
+
+
+def _chunks(options, n, *rows):
+    """Rows padded to whole chunks (padding rows are ignored) and stacked chunk-wise."""
+    padded = -(-n // options.chunk) * options.chunk
+    out = []
+    for a in rows:
+        a = jnp.pad(a, [(0, padded - n)] + [(0, 0)] * (a.ndim - 1))
+        out.append(a.reshape((padded // options.chunk, options.chunk) + a.shape[1:]))
+    return out
+
+
+def _chunk_terms(h, weight, y, valid, w_y, w, r, options, with_grad):
+    """One chunk: per-row losses, and with ``with_grad`` the chunk's gradients for the
+    per-row upstream factors ``r``: ``(losses, d hidden, d weight)``."""
+    dtype = w.dtype
+    a = jax.lax.dot_general(h, weight, (((1,), (1,)), ((), ())), preferred_element_type=dtype)
+    z = a if options.softcap is None else options.softcap * jnp.tanh(a / options.softcap)
+    m = jnp.max(z, axis=-1, keepdims=True)
+    e = jnp.exp(z - m)
+    s = jnp.sum(e, axis=-1)
+    log_s = jnp.log(s)
+    nll = log_s - (jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0] - m[:, 0])
+    losses = (1.0 - options.eps) * w_y * nll
+    vocab = z.shape[-1]
+    if options.eps:
+        losses = losses + (options.eps / vocab) * (jnp.sum(w) * log_s - (z - m) @ w)
+    lse = m[:, 0] + log_s
+    if options.z_loss:
+        losses = losses + options.z_loss * w_y * lse ** 2  # [LCE-ZLOSS]
+    losses = jnp.where(valid, losses, 0.0)
+    if not with_grad:
+        return losses
+    # [GRAD-CE] with the z-loss term 2 z_loss w[y] lse p, then the softcap's chain rule.
+    c = r * (1.0 - options.eps) * w_y
+    smooth = r * (options.eps / vocab)
+    zc = r * 2.0 * options.z_loss * w_y * lse
+    grad = ((c + smooth * jnp.sum(w) + zc) / s)[:, None] * e
+    grad = grad - jnp.where(jnp.arange(vocab) == y[:, None], c[:, None], 0.0)
+    if options.eps:
+        grad = grad - smooth[:, None] * w
+    grad = jnp.where(valid[:, None], grad, 0.0)
+    if options.softcap is not None:
+        grad = grad * (1.0 - (z / options.softcap) ** 2)
+    d_hidden = jax.lax.dot_general(grad, weight, (((1,), (0,)), ((), ())),
+                                   preferred_element_type=dtype)
+    d_weight = jax.lax.dot_general(grad, h, (((0,), (0,)), ((), ())),
+                                   preferred_element_type=dtype)
+    return losses, d_hidden, d_weight
+
+
+def _scan_gradients(h, weight, y, valid, w_y, w, r, options):
+    """Losses, d hidden and d weight over all chunks, for per-row factors ``r``."""
+    n = h.shape[0]
+    xs = _chunks(options, n, h, y, valid, w_y, r)
+
+    def body(d_weight, chunk):
+        h_c, y_c, valid_c, w_y_c, r_c = chunk
+        losses, d_h, d_w = _chunk_terms(h_c, weight, y_c, valid_c, w_y_c, w, r_c, options,
+                                        with_grad=True)
+        return d_weight + d_w, (losses, d_h)
+
+    d_weight, (losses, d_hidden) = jax.lax.scan(
+        body, jnp.zeros(weight.shape, w.dtype), xs)
+    return (losses.reshape(-1)[:n], d_hidden.reshape(-1, h.shape[1])[:n].astype(h.dtype),
+            d_weight.astype(weight.dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def _scaled_total(h, weight, y, valid, w_y, w, scale, options):
+    return _scaled_total_fwd(h, weight, y, valid, w_y, w, scale, options)[0]
+
+
+def _scaled_total_fwd(h, weight, y, valid, w_y, w, scale, options):
+    """``scale * sum_i l_i`` with its gradients, computed in the same pass."""
+    r = jnp.broadcast_to(scale, y.shape).astype(w.dtype)
+    losses, d_hidden, d_weight = _scan_gradients(h, weight, y, valid, w_y, w, r, options)
+    return scale * jnp.sum(losses), (d_hidden, d_weight)
+
+
+def _scaled_total_bwd(options, residuals, ct):
+    d_hidden, d_weight = residuals
+    return (ct * d_hidden).astype(d_hidden.dtype), (ct * d_weight).astype(d_weight.dtype), \
+        None, None, None, None, None
+
+
+_scaled_total.defvjp(_scaled_total_fwd, _scaled_total_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _rows(h, weight, y, valid, w_y, w, options):
+    return _rows_fwd(h, weight, y, valid, w_y, w, options)[0]
+
+
+def _rows_fwd(h, weight, y, valid, w_y, w, options):
+    """Per-row losses (``"none"``); the backward recomputes the chunks' logits."""
+    n = h.shape[0]
+    xs = _chunks(options, n, h, y, valid, w_y)
+    losses = jax.lax.map(lambda c: _chunk_terms(*c[:1], weight, *c[1:], w, None, options,
+                                                with_grad=False), xs)
+    return losses.reshape(-1)[:n], (h, weight, y, valid, w_y, w)
+
+
+def _rows_bwd(options, residuals, ct):
+    h, weight, y, valid, w_y, w = residuals
+    _, d_hidden, d_weight = _scan_gradients(h, weight, y, valid, w_y, w,
+                                            ct.astype(w.dtype), options)
+    return d_hidden, d_weight, None, None, None, None
+
+
+_rows.defvjp(_rows_fwd, _rows_bwd)

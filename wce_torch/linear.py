@@ -1,0 +1,206 @@
+"""Linear + cross-entropy for large vocabularies, in chunks (spec section 17).
+
+The logits ``hidden @ weight.T`` of ``(rows, V)`` are never formed at once: rows are
+processed ``chunk_size`` at a time. For ``"mean"`` and ``"sum"`` the forward pass also
+computes the gradients, which the backward pass only scales (three matrix products per
+chunk, as for the unfused loss); for ``"none"`` the backward pass recomputes each
+chunk's logits with the per-row upstream gradient (four).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+
+import torch
+
+from wce_torch import _checks as check
+from wce_torch.functional import _all_reduced, _class_terms, _class_weights, _global_share
+
+#: The default chunk holds about 2**24 logits (64 MiB in float32), whatever V is.
+CHUNK_LOGITS = 2 ** 24
+
+
+def linear_cross_entropy(hidden, weight, target, *, class_weight=None, ignore_index=-100,
+                         reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
+                         chunk_size=None, process_group=None):
+    r"""Cross-entropy of the logits ``hidden @ weight.T`` without forming them.
+
+    ``hidden`` is ``(..., D)``, ``weight`` is ``(V, D)`` (``torch.nn.Linear(D, V).weight``,
+    e.g. a language model's output layer), ``target`` holds class indices ``(...)``. The
+    loss is [LCE-ELEM]: [CE-ELEM], [CE-SMOOTH], [CE-IGNORE] and [CE-MEAN] of ``z`` with
+    ``class_weight`` as the class weights, plus [LCE-ZLOSS] ``z_loss * w[y_i] * lse_i**2``;
+    ``softcap`` replaces the logits by ``softcap * tanh(a / softcap)`` [LCE-SOFTCAP].
+    Gradients flow to ``hidden`` and ``weight`` [LCE-GRAD], not to ``class_weight``.
+
+    ``chunk_size`` rows are processed at a time (default: about ``2**24 / V``). Half
+    precision inputs are multiplied in float32. ``process_group`` as in
+    :func:`wce_torch.cross_entropy` [DP-PROCESS-GROUP].
+    """
+    hidden = check.floating(hidden, "hidden")
+    weight = check.floating(weight, "weight")
+    reduction = check.reduction(None, None, reduction)
+    eps = check.label_smoothing(label_smoothing)
+    ignore_index = check.ignore_index(ignore_index)
+    if weight.dim() != 2 or hidden.dim() < 1 or weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(f"weight must have shape (V, D) with D = hidden.shape[-1] = "
+                         f"{hidden.shape[-1] if hidden.dim() else None}, got "
+                         f"weight.shape={tuple(weight.shape)}")
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if check.is_probability_target(target):
+        raise TypeError("linear_cross_entropy takes class indices: target must have an "
+                        f"integer dtype, got target.dtype={target.dtype}")
+    check.target_shape(target, hidden.shape[:-1], "hidden's shape without the last axis")
+    vocab = weight.shape[0]
+    class_weight = check.class_weight(class_weight, vocab, "class_weight")
+    options = _Options(eps, _z_loss(z_loss), _softcap(softcap), _chunk(chunk_size, vocab))
+    check.class_target_range(target, vocab, ignore_index)
+
+    dtype = check.compute_dtype(torch.promote_types(hidden.dtype, weight.dtype))
+    w = _class_weights(class_weight, vocab, dtype, hidden.device).detach()
+    valid, y, w_y = _class_terms(target.reshape(-1), w, vocab, ignore_index)
+    h = hidden.reshape(-1, hidden.shape[-1])
+    if reduction == "none":
+        losses = _Rows.apply(h, weight, y, valid, w_y, w, options)
+        return losses.reshape(target.shape).to(hidden.dtype)
+    count = w_y.sum()
+    if process_group is not None:
+        count = _all_reduced(count, process_group)
+    scale = (torch.ones((), dtype=dtype, device=h.device) if reduction == "sum"
+             else 1.0 / torch.where(count == 0, torch.nan, count))
+    total = _ScaledTotal.apply(h, weight, y, valid, w_y, w, scale, options)
+    if process_group is not None:
+        total = _global_share(total, process_group)
+    return total.to(hidden.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    eps: float
+    z_loss: float
+    softcap: float | None
+    chunk: int
+
+
+def _z_loss(value) -> float:
+    value = float(value)
+    if not value >= 0:
+        raise ValueError(f"z_loss must be non-negative, got z_loss={value!r}")
+    return value
+
+
+def _softcap(value) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    if not value > 0:
+        raise ValueError(f"softcap must be positive or None, got softcap={value!r}")
+    return value
+
+
+def _chunk(value, vocab: int) -> int:
+    if value is None:
+        return max(16, CHUNK_LOGITS // max(vocab, 1))
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"chunk_size must be a positive integer or None, got "
+                         f"chunk_size={value!r}")
+    return int(value)
+
+
+def _chunk_terms(h, weight, y, valid, w_y, w, r, options, d_hidden=None, d_weight=None):
+    """One chunk's per-row losses. With per-row upstream factors ``r``, also writes the
+    chunk's gradient into ``d_hidden`` (its rows) and adds it to ``d_weight``.
+
+    One ``(chunk, V)`` buffer (two with softcap) is updated in place from logits to
+    shifted logits, to ``exp``, to the gradient.
+    """
+    vocab = weight.shape[0]
+    z = h.to(w.dtype) @ weight.to(w.dtype).T
+    t = None
+    if options.softcap is not None:  # [LCE-SOFTCAP]: z = c tanh(a / c); keep tanh for later
+        t = z.div_(options.softcap).tanh_()
+        z = t * options.softcap
+    m = z.amax(dim=-1, keepdim=True)
+    shifted = z.sub_(m)
+    picked = shifted.gather(1, y[:, None])[:, 0]
+    weighted = shifted @ w if options.eps else None
+    e = shifted.exp_()
+    s = e.sum(dim=-1)
+    log_s = s.log()
+    losses = (1.0 - options.eps) * w_y * (log_s - picked)
+    if options.eps:
+        losses = losses + (options.eps / vocab) * (w.sum() * log_s - weighted)
+    lse = m[:, 0] + log_s
+    if options.z_loss:
+        losses = losses + options.z_loss * w_y * lse ** 2  # [LCE-ZLOSS]
+    losses = torch.where(valid, losses, 0.0)
+    if r is None:
+        return losses
+    # [GRAD-CE] with the z-loss term 2 z_loss w[y] lse p, then the softcap's chain rule;
+    # the coefficients of ignored rows are zero, so their rows of the gradient are too.
+    c = torch.where(valid, r * (1.0 - options.eps) * w_y, 0.0)
+    smooth = torch.where(valid, r * (options.eps / vocab), 0.0)
+    zc = torch.where(valid, r * 2.0 * options.z_loss * w_y * lse, 0.0)
+    grad = e.mul_(((c + smooth * w.sum() + zc) / s)[:, None])
+    grad.scatter_add_(1, y[:, None], -c[:, None])
+    if options.eps:
+        grad.addr_(smooth, w, alpha=-1.0)
+    if t is not None:
+        grad.mul_(t.square_().neg_().add_(1.0))  # dz/da = 1 - tanh^2
+    torch.mm(grad, weight.to(w.dtype), out=d_hidden)
+    d_weight.addmm_(grad.T, h.to(w.dtype))
+    return losses
+
+
+def _run(h, weight, y, valid, w_y, w, r, options):
+    """Losses over all chunks; with ``r``, also d hidden and d weight in ``w``'s dtype."""
+    d_hidden = d_weight = None
+    if r is not None:
+        d_hidden = torch.empty(h.shape, dtype=w.dtype, device=h.device)
+        d_weight = torch.zeros(weight.shape, dtype=w.dtype, device=h.device)
+    losses = []
+    for start in range(0, h.shape[0], options.chunk):
+        rows = slice(start, start + options.chunk)
+        losses.append(_chunk_terms(
+            h[rows], weight, y[rows], valid[rows], w_y[rows], w,
+            None if r is None else r[rows], options,
+            None if r is None else d_hidden[rows], d_weight))
+    losses = torch.cat(losses) if losses else torch.zeros(0, dtype=w.dtype, device=h.device)
+    return losses, d_hidden, d_weight
+
+
+class _ScaledTotal(torch.autograd.Function):
+    """``scale * sum_i l_i``; its gradients are computed in the forward pass."""
+
+    @staticmethod
+    def forward(ctx, h, weight, y, valid, w_y, w, scale, options):
+        r = scale.expand(y.shape)
+        losses, d_hidden, d_weight = _run(h, weight, y, valid, w_y, w, r, options)
+        ctx.save_for_backward(d_hidden.to(h.dtype), d_weight.to(weight.dtype))
+        return scale * losses.sum()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, ct):
+        d_hidden, d_weight = ctx.saved_tensors
+        return ct * d_hidden, ct * d_weight, None, None, None, None, None, None
+
+
+class _Rows(torch.autograd.Function):
+    """Per-row losses (``"none"``); the backward pass recomputes the chunks' logits."""
+
+    @staticmethod
+    def forward(ctx, h, weight, y, valid, w_y, w, options):
+        losses, _, _ = _run(h, weight, y, valid, w_y, w, None, options)
+        ctx.save_for_backward(h, weight, y, valid, w_y, w)
+        ctx.options = options
+        return losses
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, ct):
+        h, weight, y, valid, w_y, w = ctx.saved_tensors
+        _, d_hidden, d_weight = _run(h, weight, y, valid, w_y, w, ct.to(w.dtype),
+                                     ctx.options)
+        return d_hidden.to(h.dtype), d_weight.to(weight.dtype), None, None, None, None, None
