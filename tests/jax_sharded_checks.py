@@ -77,6 +77,19 @@ def main():
     out["pmap"] = [max(rel(v[i], value) for i in range(DEVICES)),
                    max(rel(g[i], grad) for i in range(DEVICES))]
 
+    # The fused linear cross-entropy: hidden states sharded, the output layer replicated.
+    def linear(w, x, y, axis_name=None):
+        return wce_jax.linear_cross_entropy(x, w.T, y, class_weight=WEIGHT, z_loss=1e-2,
+                                            label_smoothing=0.1, chunk_size=4,
+                                            axis_name=axis_name)
+
+    value_l, grad_l = jax.value_and_grad(linear)(PARAMS, x, y)
+    sharded_l = jax.shard_map(
+        lambda w, x, y: jax.value_and_grad(linear)(w, x, y, axis_name="data"),
+        mesh=mesh, in_specs=(P(), P("data"), P("data")), out_specs=(P(), P()))
+    v, g = jax.jit(sharded_l)(PARAMS, xs, ys)
+    out["linear_shard_map"] = [rel(v, value_l), rel(g, grad_l)]
+
     # The pitfall: the mean of per-shard means (what averaging per-device losses gives).
     per_shard = jax.vmap(lambda x, y: loss_fn(PARAMS, x, y))(xp, yp)
     out["mean_of_means"] = rel(jnp.nanmean(per_shard), value)

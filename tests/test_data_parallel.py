@@ -32,7 +32,7 @@ def test_jax_sharded_losses_equal_single_device():
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["devices"] == 8
-    for mode in ("jit_sharded", "shard_map", "pmap"):
+    for mode in ("jit_sharded", "shard_map", "pmap", "linear_shard_map"):
         value_err, grad_err = out[mode]
         assert value_err <= 1e-12 and grad_err <= 1e-12, (mode, out[mode])
     assert out["mean_of_means_is_nan"] and out["mean_of_means"] > 0.1

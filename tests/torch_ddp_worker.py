@@ -26,16 +26,35 @@ def batch(world_size):
     return x, y
 
 
+class Net(torch.nn.Module):
+    """A hidden layer and an output layer; forward returns both activations."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = torch.nn.Sequential(torch.nn.Linear(FEATURES, 8), torch.nn.Tanh())
+        self.output = torch.nn.Linear(8, CLASSES)
+
+    def forward(self, x):
+        hidden = self.hidden(x)
+        return hidden, self.output(hidden)
+
+
 def model():
     torch.manual_seed(1)
-    return torch.nn.Sequential(torch.nn.Linear(FEATURES, 8), torch.nn.Tanh(),
-                               torch.nn.Linear(8, CLASSES)).double()
+    return Net().double()
 
 
 def loss(net, x, y, group):
+    """The weighted, smoothed cross-entropy of the network's logits, plus the fused
+    linear cross-entropy of its hidden layer through the output layer's weight."""
     weight = torch.tensor(WEIGHT, dtype=torch.float64)
-    return wce_torch.cross_entropy(net(x), y, weight=weight, label_smoothing=0.1,
-                                   process_group=group)
+    hidden, logits = net(x)
+    output_weight = (net.module if hasattr(net, "module") else net).output.weight
+    plain = wce_torch.cross_entropy(logits, y, weight=weight, label_smoothing=0.1,
+                                    process_group=group)
+    fused = wce_torch.linear_cross_entropy(hidden, output_weight, y, class_weight=weight,
+                                           z_loss=1e-2, chunk_size=4, process_group=group)
+    return plain + fused
 
 
 def rank_main(rank, world_size, init_file, out_dir):

@@ -197,8 +197,8 @@ def _scan_gradients(h, weight, y, valid, w_y, w, r, options):
                                         with_grad=True)
         return d_weight + d_w, (losses, d_h)
 
-    d_weight, (losses, d_hidden) = jax.lax.scan(
-        body, jnp.zeros(weight.shape, w.dtype), xs)
+    (zeros,) = _varying_like(h, jnp.zeros(weight.shape, w.dtype))  # a per-shard sum
+    d_weight, (losses, d_hidden) = jax.lax.scan(body, zeros, xs)
     return (losses.reshape(-1)[:n], d_hidden.reshape(-1, h.shape[1])[:n].astype(h.dtype),
             d_weight.astype(weight.dtype))
 
