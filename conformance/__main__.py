@@ -1,4 +1,4 @@
-"""python -m conformance {generate,run} ...: see ``--help``."""
+"""python -m conformance {generate,run,check,...}: see ``--help``."""
 
 from __future__ import annotations
 
@@ -91,6 +91,36 @@ def _run(args) -> int:
     return 1 if runner.totals(records)[runner.FAIL] else 0
 
 
+def _check(args) -> int:
+    from conformance import check, runner
+
+    try:
+        adapter = check.UserAdapter(args.function, args.loss, args.framework, args.layout)
+    except check.CheckError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cases = [c for c in golden.load_cases() if c.loss == args.loss]
+    dtypes = [d for d in (args.dtype or spec.DTYPES) if d in adapter.dtypes]
+    print(f"checking {adapter.description} against {len(cases)} golden cases of "
+          f"{args.loss}, dtypes {', '.join(dtypes)}")
+    records = runner.run([adapter], cases, dtypes)
+    runner.print_report(records, only_failures=args.only_failures)
+    return 1 if runner.totals(records)[runner.FAIL] else 0
+
+
+def _fuzz(args) -> int:
+    from conformance import adapters, fuzz
+
+    try:
+        loaded = [adapters.load(name) for name in args.impl]
+    except (adapters.UnknownImplementation, adapters.Unavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = fuzz.fuzz(loaded, args.examples, args.seed, Path(args.out) if args.out else None)
+    print(fuzz.summary(result))
+    return 0 if result.failure is None else 1
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m conformance", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -114,6 +144,31 @@ def main(argv=None) -> int:
     run.add_argument("--only-failures", action="store_true",
                      help="list only failing and deviating cases")
     run.set_defaults(func=_run)
+
+    chk = sub.add_parser("check", help="run the golden cases of one loss against your "
+                                       "function MODULE:FUNCTION")
+    chk.add_argument("function", metavar="MODULE:FUNCTION")
+    chk.add_argument("--loss", required=True,
+                     help="which loss's cases: cross_entropy, nll_loss, ... (spec names)")
+    chk.add_argument("--framework", default="numpy", choices=("numpy", "jax", "torch"),
+                     help="what the function takes and returns (default: numpy)")
+    chk.add_argument("--layout", default="channels_first",
+                     choices=("channels_first", "channels_last"),
+                     help="where the function wants the class axis (default: 1, as torch)")
+    chk.add_argument("--dtype", action="append", choices=spec.DTYPES,
+                     help="dtype to run (repeatable); default: all the framework has")
+    chk.add_argument("--only-failures", action="store_true")
+    chk.set_defaults(func=_check)
+
+    fz = sub.add_parser("fuzz", help="differential testing against the reference on "
+                                     "random inputs (hypothesis)")
+    fz.add_argument("--impl", action="append", required=True,
+                    help="implementation to fuzz (repeatable)")
+    fz.add_argument("--examples", type=int, default=200, help="examples to draw")
+    fz.add_argument("--seed", type=int, default=0)
+    fz.add_argument("--out", default="fuzz-failures",
+                    help="folder for the shrunk failing case (default: fuzz-failures)")
+    fz.set_defaults(func=_fuzz)
 
     args = parser.parse_args(argv)
     return args.func(args)

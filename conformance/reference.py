@@ -352,7 +352,8 @@ class _ClassParts(_ClassTargets):
         self.eps = eps
         self.input_shape = input.shape
         self.lp = log_softmax(self.rows)
-        losses = (1.0 - eps) * self.w_y * -self.picked(self.lp)
+        with np.errstate(invalid="ignore"):  # 0 * inf is NaN, as spec section 0 says
+            losses = (1.0 - eps) * self.w_y * -self.picked(self.lp)
         if eps > 0:
             with np.errstate(invalid="ignore"):
                 smooth = fsum(self.w * -self.lp, axis=1)
@@ -457,7 +458,8 @@ class _NLLParts(_ClassTargets):
             )
         super().__init__(input, target, weight, ignore_index, checked)
         self.input_shape = input.shape
-        self.losses = np.where(self.valid, -self.w_y * self.picked(self.rows), 0.0)
+        with np.errstate(invalid="ignore"):
+            self.losses = np.where(self.valid, -self.w_y * self.picked(self.rows), 0.0)
 
     def output(self, reduction):
         return _reduce(self.losses, reduction, self.D, self.target_shape)

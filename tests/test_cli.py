@@ -87,3 +87,59 @@ def test_untraced_implementation_leaves_trace_clauses_na():
     table = runner.clause_summary(records)
     assert runner._cell(table["TRACE-TARGET-RANGE"]["torch"]) == "n/a"
     assert runner._cell(table["ERR-TARGET-RANGE"]["torch"]).endswith("pass")
+
+
+USER_LOSSES = '''
+import numpy as np
+from conformance.reference import cross_entropy
+
+
+def right(input, target, weight=None, ignore_index=-100, reduction="mean",
+          label_smoothing=0.0):
+    return cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing)
+
+
+def mean_over_count(input, target, weight=None, ignore_index=-100, reduction="mean",
+                    label_smoothing=0.0):
+    none = cross_entropy(input, target, weight, ignore_index, "none", label_smoothing)
+    if reduction == "mean" and np.asarray(target).dtype.kind != "f":
+        return none.sum() / max(none.size, 1)
+    return cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing)
+
+
+def unfinished(input, target, **options):
+    raise NotImplementedError("smoothing is next week")
+'''
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    (tmp_path / "user_losses.py").write_text(USER_LOSSES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "user_losses"
+
+
+def test_check_passes_a_right_function(user_module, capsys):
+    assert main(["check", f"{user_module}:right", "--loss", "cross_entropy",
+                 "--dtype", "float64"]) == 0
+    assert "0 failed" in capsys.readouterr().out
+
+
+def test_check_fails_a_wrong_function(user_module, capsys):
+    assert main(["check", f"{user_module}:mean_over_count", "--loss", "cross_entropy",
+                 "--dtype", "float64", "--only-failures"]) == 1
+    out = capsys.readouterr().out
+    assert "ce-weighted-mean-n8-c5" in out and "FAIL" in out and "CE-MEAN" in out
+
+
+def test_check_summarises_a_raising_function_per_case(user_module, capsys):
+    assert main(["check", f"{user_module}:unfinished", "--loss", "nll_loss",
+                 "--dtype", "float64"]) == 1
+    out = capsys.readouterr().out
+    assert "raised NotImplementedError: smoothing is next week (user_losses.py:" in out
+    assert "summary by clause" in out  # the report is complete, not a crash
+
+
+def test_check_names_what_cannot_be_found(user_module, capsys):
+    assert main(["check", f"{user_module}:nothing", "--loss", "cross_entropy"]) == 2
+    assert "has no attribute 'nothing'" in capsys.readouterr().err

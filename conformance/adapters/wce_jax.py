@@ -5,6 +5,8 @@ the jit: an eager call runs the checks in Python, then the same jitted computati
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_dtypes
@@ -43,6 +45,7 @@ def channels_last(case, args):
     return args, lambda g: np.moveaxis(g, -1, axis)
 
 
+@functools.lru_cache(maxsize=None)
 def on_shards(fn):
     """The loss of stacked shards, each computed by its own call with a collective over
     the named shard axis [DP-AXIS]; every shard returns the global loss, kept once."""
@@ -51,6 +54,58 @@ def on_shards(fn):
             return fn(x, target, **shared, axis_name="shards")
         return jax.vmap(one_shard, axis_name="shards")(x, target)[0]
     return loss
+
+
+def run_jax(fn, case, dtype, traced, layout="channels_last"):
+    """Call ``fn`` (JAX, spec argument names, the first one positional) on the case, with
+    the VJP for every argument the case has gradients for; under ``jax.jit`` if traced.
+    ``layout="channels_last"`` moves the class axis last on the way in and back out."""
+    with jax.enable_x64(True):
+        args = split_args(case, dtype, to_host)
+        restore = lambda g: g  # noqa: E731
+        if layout == "channels_last":
+            args, restore = channels_last(case, args)
+        static = tuple(sorted((k, v) for k, v in args.items()
+                              if not isinstance(v, np.ndarray)))
+        arrays = {k: jnp.asarray(v) for k, v in args.items() if isinstance(v, np.ndarray)}
+        names = tuple(grad_arguments(case)) if case.grad_output is not None else ()
+        diff = {name: arrays.pop(name) for name in names}
+        g = None if case.grad_output is None else jnp.asarray(to_host(case.grad_output, dtype))
+        step = _jitted_step(fn, static) if traced else _step(fn, static)
+        output, grads = step(diff, arrays, g)
+        outcome = Outcome(to_float64(output), None, str(output.dtype), None)
+        for name, grad in grads.items():
+            if name == "input":
+                outcome.grad_input = restore(to_float64(grad))
+                outcome.grad_dtype = str(grad.dtype)
+            else:
+                outcome.grads[name] = (to_float64(grad), str(grad.dtype))
+        return outcome
+
+
+def _step(fn, static):
+    """The output and the VJP with respect to ``diff`` (a dict of arrays) for ``g``."""
+    static = dict(static)
+
+    def call(diff, rest):
+        kwargs = dict(rest, **diff)
+        x = kwargs.pop("input", None)  # positional: implementations name it per loss
+        return fn(**kwargs, **static) if x is None else fn(x, **kwargs, **static)
+
+    def step(diff, rest, g):
+        if g is None:
+            return call(diff, rest), {}
+        output, vjp = jax.vjp(lambda d: call(d, rest), diff)
+        return output, vjp(g)[0]
+
+    return step
+
+
+@functools.lru_cache(maxsize=512)
+def _jitted_step(fn, static):
+    """One jitted step per function and static arguments, so that cases (and fuzz
+    examples) with the same shapes reuse the compiled program."""
+    return jax.jit(_step(fn, static))
 
 
 class WceJaxAdapter(Adapter):
@@ -69,39 +124,8 @@ class WceJaxAdapter(Adapter):
         return ("traced",)
 
     def call(self, case, dtype, traced):
-        with jax.enable_x64(True):
-            args, restore = channels_last(case, split_args(case, dtype, to_host))
-            fn = on_shards(getattr(wce_jax, case.loss)) if case.shards else getattr(
-                wce_jax, case.loss)
-            static = {k: v for k, v in args.items() if not isinstance(v, np.ndarray)}
-            arrays = {k: jnp.asarray(v) for k, v in args.items() if isinstance(v, np.ndarray)}
-            names = grad_arguments(case) if case.grad_output is not None else []
-            diff = {name: arrays.pop(name) for name in names}
-
-            def call(diff, rest):
-                kwargs = dict(rest, **diff)
-                x = kwargs.pop("input", None)  # positional: wce_jax names it per loss
-                return fn(**kwargs, **static) if x is None else fn(x, **kwargs, **static)
-
-            def value_and_grads(diff, rest, g):
-                if g is None:
-                    return call(diff, rest), {}
-                output, vjp = jax.vjp(lambda d: call(d, rest), diff)
-                return output, vjp(g)[0]
-
-            if traced:
-                value_and_grads = jax.jit(value_and_grads)
-            g = None if case.grad_output is None else jnp.asarray(
-                to_host(case.grad_output, dtype))
-            output, grads = value_and_grads(diff, arrays, g)
-            outcome = Outcome(to_float64(output), None, str(output.dtype), None)
-            for name, grad in grads.items():
-                if name == "input":
-                    outcome.grad_input = restore(to_float64(grad))
-                    outcome.grad_dtype = str(grad.dtype)
-                else:
-                    outcome.grads[name] = (to_float64(grad), str(grad.dtype))
-            return outcome
+        fn = getattr(wce_jax, case.loss)
+        return run_jax(on_shards(fn) if case.shards else fn, case, dtype, traced)
 
 
 ADAPTER = WceJaxAdapter()
