@@ -121,6 +121,27 @@ def _fuzz(args) -> int:
     return 0 if result.failure is None else 1
 
 
+def _matrix(args) -> int:
+    from conformance import adapters, matrix, runner
+
+    try:
+        loaded, skipped = matrix.load_available(args.impl)
+    except (adapters.UnknownImplementation, adapters.Unavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for note in skipped:
+        print(f"note: skipping {note}", file=sys.stderr)
+    dtypes = args.dtype or list(spec.DTYPES)
+    records = runner.run(loaded, golden.load_cases(), dtypes)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(matrix.markdown(records, loaded, dtypes), encoding="utf-8")
+    runner.print_clause_summary(records)
+    runner.print_totals(records)
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m conformance", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -169,6 +190,15 @@ def main(argv=None) -> int:
     fz.add_argument("--out", default="fuzz-failures",
                     help="folder for the shrunk failing case (default: fuzz-failures)")
     fz.set_defaults(func=_fuzz)
+
+    mx = sub.add_parser("matrix", help="run every implementation and write the "
+                                       "compatibility matrix (docs/compatibility.md)")
+    mx.add_argument("--impl", action="append",
+                    help="implementation (repeatable); default: every one that imports")
+    mx.add_argument("--dtype", action="append", choices=spec.DTYPES,
+                    help="dtype to run (repeatable); default: all")
+    mx.add_argument("--out", default="docs/compatibility.md")
+    mx.set_defaults(func=_matrix)
 
     args = parser.parse_args(argv)
     return args.func(args)
