@@ -143,3 +143,26 @@ def test_check_summarises_a_raising_function_per_case(user_module, capsys):
 def test_check_names_what_cannot_be_found(user_module, capsys):
     assert main(["check", f"{user_module}:nothing", "--loss", "cross_entropy"]) == 2
     assert "has no attribute 'nothing'" in capsys.readouterr().err
+
+
+def test_matrix_writes_the_compatibility_table(tmp_path, capsys):
+    out = tmp_path / "compatibility.md"
+    assert main(["matrix", "--impl", "reference", "--impl", "torch", "--dtype", "float64",
+                 "--out", str(out)]) == 0
+    text = out.read_text()
+    for clause in spec.clauses():
+        assert f"| `{clause}` |" in text
+    assert "| `DP-GLOBAL` | pass | deviates NaN/inf" in text  # DDP's mean of means
+    assert "| `FOCAL-SIGMOID` | pass | n/a |" in text          # torch has no focal loss
+    assert "| `CE-MEAN` | pass | pass |" in text
+
+
+def test_matrix_cell_reports_the_largest_failing_error():
+    from conformance import matrix
+
+    adapter = MutantAdapter("mean-over-count")
+    cases = [c for c in golden.load_cases() if c.loss == "cross_entropy"]
+    records = runner.run([adapter], cases, ["float64"])
+    rows = {row[0]: row[1] for row in matrix.table(records, [adapter.name])}
+    assert rows["CE-MEAN"].startswith("fail ") and float(rows["CE-MEAN"].split()[-1]) > 0.1
+    assert rows["NLL-ELEM"] == "n/a"
