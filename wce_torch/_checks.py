@@ -39,9 +39,14 @@ def reduction(size_average, reduce, reduction: str) -> str:
     return reduction
 
 
-def floating(x, name: str) -> torch.Tensor:
+def tensor(x, name: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def floating(x, name: str) -> torch.Tensor:
+    tensor(x, name)
     if not x.is_floating_point():
         raise TypeError(f"{name} must have a floating dtype, got {name}.dtype={x.dtype}")
     return x

@@ -13,8 +13,9 @@ Every loss also takes ``process_group=`` for data-parallel training: with a grou
 DistributedDataParallel averages are those of that global loss [DP-PROCESS-GROUP].
 
 The class-target cross-entropy is a ``torch.autograd.Function`` with a fused gradient:
-it keeps one logits-sized buffer (the log-probabilities) for the backward pass and turns
-it into the gradient in place, where torch's own weighted path keeps about three.
+it keeps the log-probabilities for the backward pass and turns them into the gradient in
+place, so forward plus backward allocate one logits-sized buffer where torch's own
+weighted path allocates three (log-probabilities, their gradient, the input gradient).
 """
 
 from __future__ import annotations
@@ -57,8 +58,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     eps = check.label_smoothing(label_smoothing)
     ignore_index = check.ignore_index(ignore_index)
     check.class_axis(input, "input")
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    check.tensor(target, "target")
     num_classes = input.shape[0 if input.dim() == 1 else 1]
     weight = check.class_weight(weight, num_classes)
     x = _rows(input)
@@ -99,8 +99,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     reduction = check.reduction(size_average, reduce, reduction)
     ignore_index = check.ignore_index(ignore_index)
     check.class_axis(input, "input")
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    check.tensor(target, "target")
     if check.is_probability_target(target):
         raise TypeError("nll_loss takes class indices: target must have an integer dtype, "
                         f"got target.dtype={target.dtype}")
@@ -213,8 +212,7 @@ def softmax_focal_loss(input, target, alpha=None, gamma=2.0, ignore_index=-100,
     gamma = _gamma(gamma)
     ignore_index = check.ignore_index(ignore_index)
     check.class_axis(input, "input")
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    check.tensor(target, "target")
     if check.is_probability_target(target):
         raise TypeError("softmax_focal_loss takes class indices: target must have an "
                         f"integer dtype, got target.dtype={target.dtype}")
@@ -343,8 +341,7 @@ def _all_reduced(value, group):
 
 
 def _binary_target(target, shape):
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    check.tensor(target, "target")
     if target.is_complex():
         raise TypeError(f"target must be a real tensor, got target.dtype={target.dtype}")
     check.target_shape(target, shape, "the input's shape")

@@ -46,8 +46,7 @@ def linear_cross_entropy(hidden, weight, target, *, class_weight=None, ignore_in
         raise ValueError(f"weight must have shape (V, D) with D = hidden.shape[-1] = "
                          f"{hidden.shape[-1] if hidden.dim() else None}, got "
                          f"weight.shape={tuple(weight.shape)}")
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    check.tensor(target, "target")
     if check.is_probability_target(target):
         raise TypeError("linear_cross_entropy takes class indices: target must have an "
                         f"integer dtype, got target.dtype={target.dtype}")
