@@ -1,0 +1,42 @@
+"""Hand-written versions of the losses, as a port writes them first: the peers that the
+libraries without the loss (optax has no weighted NLL, no focal loss; torchvision, which
+has ``sigmoid_focal_loss``, is not a dependency) are compared with.
+
+Each computes what wce's function computes for the inputs of its family (spec/SPEC.md
+gives the formulas), with the operations a reader would expect: ``log_softmax``, a
+gather, the weights at the targets, masks for ``ignore_index``. Automatic
+differentiation gives their gradients, so they keep whatever their forward pass keeps.
+"""
+
+from __future__ import annotations
+
+from benchmarks.builders import IGNORE_INDEX
+
+# ----------------------------------------------------------------------------------
+# jax.numpy
+
+
+def _jnp_at_target(lp, target, weight):
+    """``(lp[i, y_i], w[y_i])`` with ignored elements' weight 0 (and index 0)."""
+    import jax.numpy as jnp
+
+    valid = target != IGNORE_INDEX
+    safe = jnp.where(valid, target, 0)
+    w_y = jnp.where(valid, weight[safe], 0.0)
+    return jnp.take_along_axis(lp, safe[:, None], axis=-1)[:, 0], w_y
+
+
+def jnp_nll(lp, target, weight):
+    """Weighted NLL, mean over the weights of the valid targets: gather, ``w[y]``,
+    ``sum / sum(w_y)``."""
+    import jax.numpy as jnp
+
+    lp_y, w_y = _jnp_at_target(lp, target, weight)
+    return -jnp.sum(w_y * lp_y) / jnp.sum(w_y)
+
+
+def jnp_cross_entropy(x, target, weight):
+    """``log_softmax`` then :func:`jnp_nll`."""
+    import jax
+
+    return jnp_nll(jax.nn.log_softmax(x, axis=-1), target, weight)
