@@ -21,9 +21,10 @@ Both steps return ``(loss, (gradient, ...))``, which the case's ``outputs`` name
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -240,3 +241,47 @@ def torch_case(name: str, inputs: Inputs, loss: Callable, *, args: Sequence[str]
                          memory_kind="torch-peak", outputs=_named_outputs(wrt, _torch_numpy),
                          release=release, **kwargs))
 
+
+# ----------------------------------------------------------------------------------
+# A family's usual cases
+
+
+@dataclasses.dataclass(frozen=True)
+class Impl:
+    """One implementation of a family's loss: the case is named ``family/name``."""
+
+    name: str
+    loss: Callable
+    description: str
+    requires: Tuple[str, ...] = ()
+
+
+def peer_cases(family: str, inputs: Inputs, *, args: Sequence[str], wrt: Sequence[str],
+               jax_peers: Sequence[Impl], wce_jax: Impl, torch_peers: Sequence[Impl],
+               wce_torch: Impl, goals: Optional[dict] = None, torch_memory_runs: int = 2,
+               **kwargs) -> None:
+    """Register a family's cases, in table order: per framework, the first peer is the
+    baseline and the reference (same loss, same gradients) of wce's function, and the
+    other peers are context against that baseline. ``goals`` (``goal_time_ratio=`` ...)
+    are wce's; ``kwargs`` (``applies=``, ``logits_shape=``) go to every case."""
+    goals = goals or {}
+    for framework, peers, wce in (("jax", jax_peers, wce_jax),
+                                  ("torch", torch_peers, wce_torch)):
+        build = jax_case if framework == "jax" else functools.partial(
+            torch_case, memory_runs=torch_memory_runs)
+        (base, *others) = peers
+        base_name = f"{family}/{base.name}"
+
+        def add(impl, description, **extra):
+            build(f"{family}/{impl.name}", inputs, impl.loss, args=args, wrt=wrt,
+                  requires=impl.requires, family=family, description=description,
+                  **extra, **kwargs)
+
+        add(base, f"{base.description} (the {_FRAMEWORKS[framework]} baseline)",
+            baseline=None)
+        add(wce, wce.description, baseline=base_name, reference=base_name, **goals)
+        for impl in others:
+            add(impl, f"{impl.description}, for context", baseline=base_name)
+
+
+_FRAMEWORKS = {"jax": "JAX", "torch": "PyTorch"}
