@@ -40,3 +40,31 @@ def jnp_cross_entropy(x, target, weight):
     import jax
 
     return jnp_nll(jax.nn.log_softmax(x, axis=-1), target, weight)
+
+
+def jnp_bce_with_logits(x, y, pos_weight):
+    """``-(pos_weight y log sigmoid(x) + (1 - y) log sigmoid(-x))``, mean."""
+    import jax
+    import jax.numpy as jnp
+
+    return -jnp.mean(pos_weight * y * jax.nn.log_sigmoid(x)
+                     + (1.0 - y) * jax.nn.log_sigmoid(-x))
+
+
+def jnp_bce(p, y, weight):
+    """``-w (y max(log p, -100) + (1 - y) max(log(1 - p), -100))``, mean (torch's clamp)."""
+    import jax.numpy as jnp
+
+    return -jnp.mean(weight * (y * jnp.maximum(jnp.log(p), -100.0)
+                               + (1.0 - y) * jnp.maximum(jnp.log(1.0 - p), -100.0)))
+
+
+def optax_bce_with_logits(x, y, pos_weight):
+    """``optax.sigmoid_binary_cross_entropy`` with ``pos_weight`` glued on: optax has no
+    ``pos_weight``, and for 0/1 targets the weighted loss is the unweighted one times
+    ``q = 1 + (pos_weight - 1) y``."""
+    import jax.numpy as jnp
+    import optax
+
+    q = 1.0 + (pos_weight - 1.0) * y
+    return jnp.mean(q * optax.sigmoid_binary_cross_entropy(x, y))
