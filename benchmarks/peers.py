@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from benchmarks.builders import IGNORE_INDEX
 
+FOCAL_GAMMA = 2.0
+FOCAL_ALPHA = 0.25  # sigmoid focal loss: RetinaNet's (and torchvision's) default
+
+
 # ----------------------------------------------------------------------------------
 # jax.numpy
 
@@ -42,6 +46,15 @@ def jnp_cross_entropy(x, target, weight):
     return jnp_nll(jax.nn.log_softmax(x, axis=-1), target, weight)
 
 
+def jnp_softmax_focal(x, target, alpha):
+    """``-alpha[y] (1 - p_y)^gamma log p_y``, mean over ``sum alpha[y]`` of valid targets."""
+    import jax
+    import jax.numpy as jnp
+
+    lp_y, a_y = _jnp_at_target(jax.nn.log_softmax(x, axis=-1), target, alpha)
+    return -jnp.sum(a_y * (1.0 - jnp.exp(lp_y)) ** FOCAL_GAMMA * lp_y) / jnp.sum(a_y)
+
+
 def jnp_bce_with_logits(x, y, pos_weight):
     """``-(pos_weight y log sigmoid(x) + (1 - y) log sigmoid(-x))``, mean."""
     import jax
@@ -59,6 +72,19 @@ def jnp_bce(p, y, weight):
                                + (1.0 - y) * jnp.maximum(jnp.log(1.0 - p), -100.0)))
 
 
+def jnp_sigmoid_focal(x, y):
+    """torchvision's ``sigmoid_focal_loss`` in jax.numpy (``p_t``, ``(1 - p_t)^gamma``,
+    ``alpha_t``), mean."""
+    import jax
+    import jax.numpy as jnp
+
+    p = jax.nn.sigmoid(x)
+    ce = (1.0 - y) * x - jax.nn.log_sigmoid(x)
+    p_t = p * y + (1.0 - p) * (1.0 - y)
+    alpha_t = FOCAL_ALPHA * y + (1.0 - FOCAL_ALPHA) * (1.0 - y)
+    return jnp.mean(alpha_t * ce * (1.0 - p_t) ** FOCAL_GAMMA)
+
+
 def optax_bce_with_logits(x, y, pos_weight):
     """``optax.sigmoid_binary_cross_entropy`` with ``pos_weight`` glued on: optax has no
     ``pos_weight``, and for 0/1 targets the weighted loss is the unweighted one times
@@ -68,3 +94,31 @@ def optax_bce_with_logits(x, y, pos_weight):
 
     q = 1.0 + (pos_weight - 1.0) * y
     return jnp.mean(q * optax.sigmoid_binary_cross_entropy(x, y))
+
+
+# ----------------------------------------------------------------------------------
+# torch
+
+
+def torch_softmax_focal(x, target, alpha):
+    """:func:`jnp_softmax_focal` in torch."""
+    import torch
+
+    valid = target != IGNORE_INDEX
+    safe = torch.where(valid, target, 0)
+    a_y = torch.where(valid, alpha[safe], 0.0)
+    lp_y = torch.log_softmax(x, dim=1).gather(1, safe[:, None])[:, 0]
+    return -(a_y * (1.0 - lp_y.exp()) ** FOCAL_GAMMA * lp_y).sum() / a_y.sum()
+
+
+def torch_sigmoid_focal(x, y):
+    """torchvision's ``sigmoid_focal_loss`` (torchvision/ops/focal_loss.py), mean."""
+    import torch
+    import torch.nn.functional as F
+
+    p = torch.sigmoid(x)
+    ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    p_t = p * y + (1 - p) * (1 - y)
+    loss = ce * ((1 - p_t) ** FOCAL_GAMMA)
+    alpha_t = FOCAL_ALPHA * y + (1 - FOCAL_ALPHA) * (1 - y)
+    return (alpha_t * loss).mean()
