@@ -19,7 +19,7 @@ Shape = Tuple[int, ...]
 
 #: Modules whose import registers families and cases, in table order.
 CASE_MODULES = ("benchmarks.cross_entropy", "benchmarks.nll", "benchmarks.binary",
-                "benchmarks.focal")
+                "benchmarks.focal", "benchmarks.linear")
 
 #: The float32 tolerance of spec/SPEC.md section 1: two implementations agree when
 #: ``max |got - want| <= atol + rtol * max |want|`` for the loss and every gradient.

@@ -86,6 +86,11 @@ def test_quick_run_writes_table_json_and_plot(tmp_path):
         assert rows[(shape, "jnp_naive")]["memory_fraction"] >= 1.0
         assert rows[(shape, "wce_jax")]["memory_fraction"] < 0.1
         assert rows[(shape, "torch_F")]["memory_fraction"] == pytest.approx(3.0, abs=0.01)
+    # the fused linear+cross-entropy: both gradients, the logits are N x V
+    (lce_shape,) = next(f for f in families if f.name == "lce").quick_shapes
+    lce = rows[(lce_shape, "lce/wce_jax")]
+    assert lce["logits_shape"] == [lce_shape[0], lce_shape[2]]
+    assert set(lce["agreement"]["max_rel_diff"]) == {"loss", "d_hidden", "d_weight"}
 
 
 def test_torch_peak_memory_is_deterministic_and_counts_from_the_step():
@@ -137,8 +142,8 @@ def test_selection_adds_baselines_and_references_and_rejects_unknown_names():
     assert [c.name for c in registry.select(names=["wce_jax"])] == [
         "optax", "wce_jax", "jnp_naive"]  # its baseline and its reference
     assert {c.framework for c in registry.select(only="jax")} == {"jax"}
-    assert [c.name for c in registry.select(only="torch", families=["ce"])] == [
-        "torch_F", "torch_F-ls0.1", "wce_torch", "wce_torch-ls0.1"]
+    assert [c.name for c in registry.select(only="torch", families=["lce"])] == [
+        "lce/torch_unfused", "lce/wce_torch"]
     with pytest.raises(KeyError, match="nosuch"):
         registry.select(names=["nosuch"])
     with pytest.raises(KeyError, match="nosuch"):
@@ -148,9 +153,10 @@ def test_selection_adds_baselines_and_references_and_rejects_unknown_names():
 
 def test_families_have_their_own_shapes_and_the_plan_follows_the_options():
     families = {f.name: f for f in registry.all_families()}
-    assert "ce" in families
+    assert {"ce", "nll", "bcel", "bce", "softmax_focal", "sigmoid_focal", "lce"} <= set(families)
     for family in families.values():
         assert family.quick_shapes and family.shapes
+    assert families["lce"].goal_shapes == ((8192, 1024, 32768),)
     cases = registry.all_cases()
 
     def planned(*argv):
@@ -160,10 +166,13 @@ def test_families_have_their_own_shapes_and_the_plan_follows_the_options():
                                                               args.family), args)}
 
     assert planned("--goal-shapes") == {
-        "ce": ([(8192, 1000), (2048, 32000)], families["ce"].rounds)}
-    assert planned("--family", "ce", "--goal-shapes", "--rounds", "2") == {
-        "ce": ([(8192, 1000), (2048, 32000)], 2)}
-    assert set(planned("--shapes", "64x100")) == set(families)
+        "ce": ([(8192, 1000), (2048, 32000)], families["ce"].rounds),
+        "lce": ([(8192, 1024, 32768)], families["lce"].rounds)}
+    assert planned("--family", "lce", "--goal-shapes", "--rounds", "2") == {
+        "lce": ([(8192, 1024, 32768)], 2)}
+    # a three-dimensional shape is run by the families whose cases take it
+    assert set(planned("--shapes", "64x8x256")) == {"lce"}
+    assert set(planned("--shapes", "64x100")) == set(families) - {"lce"}
     quick = planned("--quick")
     assert all(quick[f] == (list(families[f].quick_shapes), families[f].quick_rounds)
                for f in families)
