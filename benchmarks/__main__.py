@@ -16,18 +16,11 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_JSON = HERE / "results" / "latest.json"
 DEFAULT_PLOT = HERE / "results" / "latest.png"
 
-#: The shapes the goals are stated for.
-GOAL_SHAPES = ((8192, 1000), (2048, 32000))
-#: The default grid: the goal shapes and others, spread over N*C for the plot.
-GRID = ((1024, 1000), (4096, 1000), (8192, 1000), (512, 32000), (1024, 32000),
-        (2048, 32000))
-QUICK_GRID = ((256, 100), (512, 1000))
-ROUNDS, QUICK_ROUNDS = 15, 3
 MIN_TIME, QUICK_MIN_TIME = 0.1, 0.005
 
 
 def parse_shapes(text: str) -> list[tuple[int, ...]]:
-    """``"8192x1000,2048x32000"`` -> ``[(8192, 1000), (2048, 32000)]``."""
+    """``"8192x1000,8192x1024x32768"`` -> ``[(8192, 1000), (8192, 1024, 32768)]``."""
     shapes = []
     for item in text.split(","):
         item = item.strip()
@@ -36,41 +29,52 @@ def parse_shapes(text: str) -> list[tuple[int, ...]]:
         try:
             shape = tuple(int(d) for d in item.lower().split("x"))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"bad shape {item!r}; expected NxC, e.g. 8192x1000")
+            raise argparse.ArgumentTypeError(
+                f"bad shape {item!r}; expected NxC or NxDxV, e.g. 8192x1000")
         if len(shape) < 2 or min(shape) < 1:
-            raise argparse.ArgumentTypeError(f"bad shape {item!r}; expected NxC, e.g. 8192x1000")
+            raise argparse.ArgumentTypeError(
+                f"bad shape {item!r}; expected NxC or NxDxV, e.g. 8192x1000")
         shapes.append(shape)
     if not shapes:
         raise argparse.ArgumentTypeError("no shapes given")
     return shapes
 
 
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Forward+backward time and memory of wce's losses against their peers, "
-                    "as ratios within one run.")
+                    "as ratios within one run. Each loss family has its own shapes and "
+                    "rounds (--list shows them).")
     p.add_argument("--quick", action="store_true",
-                   help=f"small shapes ({', '.join(map(report.shape_str, QUICK_GRID))}) and "
-                        f"{QUICK_ROUNDS} rounds: a smoke test, not a measurement")
-    p.add_argument("--shapes", type=parse_shapes, metavar="NxC[,NxC...]",
-                   help="shapes to run (default: a grid of "
-                        f"{', '.join(map(report.shape_str, GRID))})")
+                   help="each family's tiny shapes and few rounds: a smoke test, not a "
+                        "measurement")
+    p.add_argument("--goal-shapes", action="store_true",
+                   help="only the shapes the goals are stated for (families without goal "
+                        "shapes are left out)")
+    p.add_argument("--shapes", type=parse_shapes, metavar="NxC[,NxDxV...]",
+                   help="shapes to run instead of each family's grid; a family runs those "
+                        "its cases take (N x C, or N x D x V for lce)")
     p.add_argument("--rounds", type=int, metavar="K",
-                   help=f"interleaved rounds per shape (default {ROUNDS}, {QUICK_ROUNDS} "
-                        "with --quick)")
+                   help="interleaved rounds per shape (default: the family's)")
     p.add_argument("--min-time", type=float, metavar="SECONDS",
                    help=f"least duration of one measurement (default {MIN_TIME}, "
                         f"{QUICK_MIN_TIME} with --quick); fast calls are repeated to reach it")
     p.add_argument("--only", choices=("jax", "torch"),
                    help="only this framework's cases")
-    p.add_argument("--cases", type=lambda s: [n.strip() for n in s.split(",") if n.strip()],
-                   metavar="NAME[,NAME...]",
-                   help="only these cases (their baselines are added); see --list")
+    p.add_argument("--family", type=_names, metavar="NAME[,NAME...]",
+                   help="only these loss families; see --list")
+    p.add_argument("--cases", type=_names, metavar="NAME[,NAME...]",
+                   help="only these cases (their baselines and references are added); "
+                        "see --list")
     p.add_argument("--torch-threads", type=int, metavar="N",
                    help="torch.set_num_threads(N) before measuring (default: torch's own "
                         "default, left alone)")
-    p.add_argument("--list", action="store_true", help="list the cases and exit")
+    p.add_argument("--list", action="store_true", help="list the families and cases and exit")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, metavar="PATH",
                    help="where to write the results (default benchmarks/results/latest.json)")
     p.add_argument("--plot", type=Path, default=DEFAULT_PLOT, metavar="PATH",
@@ -80,24 +84,59 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def plan(families, cases, args) -> list[tuple]:
+    """``(family, its cases, shapes, rounds)`` for each family with something to run."""
+    out = []
+    for family in families:
+        mine = [c for c in cases if c.family == family.name]
+        if not mine:
+            continue
+        if args.shapes:
+            shapes = [s for s in args.shapes if any(c.applies(s) for c in mine)]
+        elif args.goal_shapes:
+            shapes = list(family.goal_shapes)
+        else:
+            shapes = list(family.quick_shapes if args.quick else family.shapes)
+        rounds = args.rounds or (family.quick_rounds if args.quick else family.rounds)
+        if shapes:
+            out.append((family, mine, shapes, rounds))
+    return out
+
+
+def _list(families, cases) -> None:
+    for family in families:
+        mine = [c for c in cases if c.family == family.name]
+        if not mine:
+            continue
+        shapes = ", ".join(map(report.shape_str, family.shapes))
+        goals = ", ".join(map(report.shape_str, family.goal_shapes)) or "none"
+        print(f"{family.name}: {family.title}\n  shape {family.shape_names}; default "
+              f"{shapes}; {family.rounds} rounds; goal shapes {goals}")
+        for case in mine:
+            base = f" (vs {case.baseline})" if case.baseline else " (baseline)"
+            print(f"  {case.name:24} {case.framework:6}{base}: {case.description}")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        cases = registry.select(args.only, args.cases)
+        cases = registry.select(args.only, args.cases, args.family)
     except KeyError as err:
         print(f"python -m benchmarks: {err.args[0]}", file=sys.stderr)
         return 2
+    families = registry.all_families()
     if args.list:
-        for case in cases:
-            base = f" (vs {case.baseline})" if case.baseline else " (baseline)"
-            print(f"{case.name:22} {case.framework:6}{base}: {case.description}")
+        _list(families, cases)
         return 0
-    shapes = args.shapes or (QUICK_GRID if args.quick else GRID)
-    rounds = args.rounds or (QUICK_ROUNDS if args.quick else ROUNDS)
     min_time = args.min_time if args.min_time is not None else (
         QUICK_MIN_TIME if args.quick else MIN_TIME)
-    if rounds < 1 or min_time < 0:
+    if (args.rounds is not None and args.rounds < 1) or min_time < 0:
         print("python -m benchmarks: --rounds must be >= 1 and --min-time >= 0",
+              file=sys.stderr)
+        return 2
+    work = plan(families, cases, args)
+    if not work:
+        print("python -m benchmarks: nothing to run (no selected case takes these shapes)",
               file=sys.stderr)
         return 2
 
@@ -116,18 +155,25 @@ def main(argv=None) -> int:
             print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr,
                   flush=True)
 
-    rows = harness.run(cases, shapes, rounds=rounds, min_time=min_time, progress=progress)
-    print(report.format_report(rows, GOAL_SHAPES, rounds))
+    rows = []
+    for family, mine, shapes, rounds in work:
+        progress(f"{family.name}: {len(mine)} cases, {len(shapes)} shapes, {rounds} rounds")
+        rows += harness.run(mine, shapes, rounds=rounds, min_time=min_time,
+                            warmup=family.warmup, progress=progress)
+    ran = [family for family, *_ in work]
+    print(report.format_report(rows, ran, {f.name: r for f, _, _, r in work}))
     settings = {"argv": sys.argv[1:] if argv is None else list(argv), "quick": args.quick,
-                "shapes": [list(s) for s in shapes], "rounds": rounds, "min_time_s": min_time,
-                "only": args.only, "cases": [c.name for c in cases],
-                "torch_threads": args.torch_threads,
-                "goal_shapes": [list(s) for s in GOAL_SHAPES],
+                "goal_shapes_only": args.goal_shapes, "rounds": args.rounds,
+                "min_time_s": min_time, "only": args.only, "family": args.family,
+                "cases": [c.name for c in cases], "torch_threads": args.torch_threads,
+                "families": {f.name: {"shapes": [list(s) for s in shapes], "rounds": r,
+                                      "warmup": f.warmup}
+                             for f, _, shapes, r in work},
                 "wall_s": round(time.monotonic() - started, 1)}
-    report.write_json(args.json, rows, cases, settings)
+    report.write_json(args.json, rows, cases, settings, ran)
     print(f"\nwrote {args.json}")
     if not args.no_plot:
-        report.write_plot(args.plot, rows)
+        report.write_plot(args.plot, rows, ran)
         print(f"wrote {args.plot}")
     return 0
 

@@ -1,12 +1,16 @@
 """Timing and memory of the registered cases: warm-up, interleaved rounds, statistics.
 
-For one shape, every case is set up and warmed up (the first calls compile), and the
-number of calls per measurement is chosen so that one measurement lasts at least
-``min_time`` seconds. Then ``rounds`` rounds run the cases one after another
-(round-robin, the starting case rotating from round to round), so that a slow spell of
-the machine hits every implementation of the shape alike. A measurement is the mean
-time of one call over its calls; each call blocks on its result
-(``jax.block_until_ready``; PyTorch on CPU returns when it is done).
+For one shape, every case is set up, warmed up (the first call compiles) and its
+memory measured, and the number of calls per measurement is chosen from the last
+warm-up call so that one measurement lasts at least ``min_time`` seconds. A case with a
+``reference`` is then compared with it: the loss and gradients of their first warm-up
+calls must agree within the case's tolerance (spec/SPEC.md section 1), else the case is
+an error row and is not timed; the differences are recorded either way. Then
+``rounds`` rounds run the cases one after another (round-robin, the starting case
+rotating from round to round), so that a slow spell of the machine hits every
+implementation of the shape alike. A measurement is the mean time of one call over its
+calls; each call blocks on its result (``jax.block_until_ready``; PyTorch on CPU
+returns when it is done).
 
 Ratios are formed within the run and the shape: ``ratio`` is the case's mean time over
 its baseline's mean time, and ``ratio_std`` the standard deviation of the per-round
@@ -23,6 +27,8 @@ import time
 import traceback
 from typing import Any, Callable, Optional, Sequence
 
+import numpy as np
+
 from benchmarks.registry import Case, Shape, Unavailable
 
 OK, SKIPPED, ERROR = "ok", "skipped", "error"
@@ -36,8 +42,10 @@ class Row:
     case: str
     framework: str
     baseline: Optional[str]
+    family: str = ""
     status: str = OK
     note: str = ""
+    logits_shape: Optional[Shape] = None  # the logits the loss sees; None: ``shape``
     logits_bytes: int = 0
     calls_per_measurement: int = 0
     times_s: list = dataclasses.field(default_factory=list)  # one per round
@@ -54,20 +62,27 @@ class Row:
     memory_ratio: Optional[float] = None
     goal_time_ratio: Optional[float] = None
     goal_memory_fraction: Optional[float] = None
+    goal_memory_ratio: Optional[float] = None
+    #: the comparison with the reference (:func:`agreement`); empty without one
+    agreement: dict = dataclasses.field(default_factory=dict)
     #: ratios of means against every baseline of the run, for cross-framework context
     context_ratios: dict = dataclasses.field(default_factory=dict)
 
     @property
     def elements(self) -> int:
-        return math.prod(self.shape)
+        """The number of logits: N*C, or N*V for a linear+cross-entropy."""
+        return math.prod(self.logits_shape or self.shape)
 
     def goals(self) -> dict:
-        """``{"time": bool, "memory": bool}`` for the goals this case has, where measured."""
+        """``{"time": bool, "memory": bool, "memory_ratio": bool}`` for the goals this
+        case has, where measured."""
         met = {}
         if self.goal_time_ratio is not None and self.ratio is not None:
             met["time"] = self.ratio <= self.goal_time_ratio
         if self.goal_memory_fraction is not None and self.memory_fraction is not None:
             met["memory"] = self.memory_fraction <= self.goal_memory_fraction
+        if self.goal_memory_ratio is not None and self.memory_ratio is not None:
+            met["memory_ratio"] = self.memory_ratio <= self.goal_memory_ratio
         return met
 
 
@@ -108,32 +123,90 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}{where}"
 
 
+def agreement(got: dict, want: dict, rtol: float, atol: float) -> dict:
+    """Compare two cases' named outputs as spec/SPEC.md section 1 does: non-finite
+    values in the same places, and over the finite ones
+    ``max |got - want| <= atol + rtol * max |want|`` for each output.
+
+    Returns ``{"agree": bool, "max_abs_diff": {name: float}, "max_rel_diff": {name:
+    float}, "rtol": rtol, "atol": atol}``, with ``max_rel_diff`` the norm-wise relative
+    difference ``max |got - want| / max |want|``, in float64."""
+    result = {"agree": True, "rtol": rtol, "atol": atol, "max_abs_diff": {},
+              "max_rel_diff": {}, "problems": []}
+    for name, w in want.items():
+        if name not in got:
+            result["problems"].append(f"no {name}")
+            continue
+        g, w = np.asarray(got[name], np.float64), np.asarray(w, np.float64)
+        if g.shape != w.shape:
+            result["problems"].append(f"{name} has shape {g.shape}, not {w.shape}")
+            continue
+        finite = np.isfinite(w)
+        if not np.array_equal(finite, np.isfinite(g)) or not np.array_equal(
+                np.isnan(g), np.isnan(w)) or not np.array_equal(g[~finite], w[~finite]):
+            result["problems"].append(f"{name}: non-finite values elsewhere")
+        diff = float(np.max(np.abs(g - w)[finite], initial=0.0))
+        scale = float(np.max(np.abs(w[finite]), initial=0.0))
+        result["max_abs_diff"][name] = diff
+        result["max_rel_diff"][name] = diff / scale if scale else (0.0 if diff == 0 else
+                                                                   math.inf)
+        if not diff <= atol + rtol * scale:
+            result["problems"].append(f"{name}: max |diff| = {diff:.3g} > {atol:g} + "
+                                      f"{rtol:g} * max |ref| ({scale:.3g})")
+    result["agree"] = not result["problems"]
+    return result
+
+
 def run_shape(cases: Sequence[Case], shape: Shape, *, rounds: int, min_time: float,
               warmup: int = 2, progress: Callable[[str], None] = lambda s: None) -> list[Row]:
     """Measure every case that applies to ``shape``; one :class:`Row` per case."""
-    rows, fns, waits = {}, {}, {}
-    for case in cases:
-        if not case.applies(shape):
-            continue
+    rows, fns, waits, outputs = {}, {}, {}, {}
+    applying = [case for case in cases if case.applies(shape)]
+    names = {case.name for case in applying}
+    referenced = {case.reference for case in applying if case.reference in names}
+    for case in applying:
         row = rows[case.name] = Row(
             shape=tuple(shape), case=case.name, framework=case.framework,
-            baseline=case.baseline, logits_bytes=case.logits_bytes(shape),
-            memory_kind=case.memory_kind, goal_time_ratio=case.goal_time_ratio,
-            goal_memory_fraction=case.goal_memory_fraction)
-        progress(f"{_shape_str(shape)} {case.name}: set-up, memory, warm-up")
+            baseline=case.baseline, family=case.family,
+            logits_shape=tuple(case.logits_shape(shape)),
+            logits_bytes=case.logits_bytes(shape), memory_kind=case.memory_kind,
+            goal_time_ratio=case.goal_time_ratio,
+            goal_memory_fraction=case.goal_memory_fraction,
+            goal_memory_ratio=case.goal_memory_ratio)
+        progress(f"{_shape_str(shape)} {case.name}: set-up, warm-up, memory")
         try:
             fn = case.setup(shape)
             wait = blocker(case.framework)
+            one = None
+            for k in range(max(1, warmup)):
+                start = time.perf_counter()
+                result = wait(fn())
+                one = time.perf_counter() - start
+                if k == 0 and case.outputs is not None and (
+                        case.name in referenced or case.reference in names):
+                    outputs[case.name] = case.outputs(result)
+                del result
             row.memory_bytes = case.memory(shape)
-            for _ in range(warmup):
-                wait(fn())
-            one = _timed(fn, wait, 1)
             row.calls_per_measurement = max(1, min(1000, math.ceil(min_time / max(one, 1e-9))))
             fns[case.name], waits[case.name] = fn, wait
         except Unavailable as err:
             row.status, row.note = SKIPPED, str(err)
         except Exception as err:  # a broken implementation is a row, not a crash
             row.status, row.note = ERROR, _describe(err)
+    for case in applying:
+        row = rows[case.name]
+        if case.name in outputs and case.reference in outputs:
+            row.agreement = dict(reference=case.reference, **agreement(
+                outputs[case.name], outputs[case.reference], case.rtol, case.atol))
+            if not row.agreement["agree"]:
+                row.status = ERROR
+                row.note = (f"disagrees with {case.reference}: "
+                            + "; ".join(row.agreement["problems"]))
+                fns.pop(case.name, None)
+        elif case.reference in names and case.name in outputs:
+            row.agreement = {"reference": case.reference, "agree": None,
+                             "problems": [f"{case.reference} did not run"]}
+    outputs.clear()
     names = list(fns)
     for k in range(rounds):
         progress(f"{_shape_str(shape)} round {k + 1}/{rounds}")
@@ -146,8 +219,12 @@ def run_shape(cases: Sequence[Case], shape: Shape, *, rounds: int, min_time: flo
                 rows[name].status, rows[name].note = ERROR, _describe(err)
                 names.remove(name)
                 fns.pop(name)
-        gc.collect()
+        # The round's garbage is young; a full collection takes a third of a second
+        # with JAX and PyTorch loaded, as long as a quick round.
+        gc.collect(1)
     fns.clear()
+    for case in applying:
+        case.release()
     gc.collect()
     _summarise(list(rows.values()))
     return list(rows.values())
@@ -190,9 +267,9 @@ def _shape_str(shape: Shape) -> str:
 
 
 def run(cases: Sequence[Case], shapes: Sequence[Shape], *, rounds: int, min_time: float,
-        progress: Callable[[str], None] = lambda s: None) -> list[Row]:
+        warmup: int = 2, progress: Callable[[str], None] = lambda s: None) -> list[Row]:
     rows = []
     for shape in shapes:
         rows.extend(run_shape(cases, shape, rounds=rounds, min_time=min_time,
-                              progress=progress))
+                              warmup=warmup, progress=progress))
     return rows

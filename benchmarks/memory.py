@@ -84,7 +84,7 @@ def allocation_timeline(step: Callable[[], Any]) -> list[int]:
     from torch._C._autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    gc.collect()
+    gc.collect(1)  # young garbage; a full collection costs ~0.3 s with JAX and torch loaded
     prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
     with _quiet_native_stderr():
         prof.start()
@@ -109,14 +109,16 @@ def peak_of(timeline: list[int]) -> int:
     return peak
 
 
-def torch_peak_bytes(step: Callable[[], Any], runs: int = 2) -> int:
+def torch_peak_bytes(step: Callable[[], Any], runs: int = 2, warm_up: bool = True) -> int:
     """Peak bytes allocated by ``step()`` beyond what existed before it (module docstring).
 
-    ``step`` is run once unprofiled (lazy initialisation) and then ``runs`` times under
-    the profiler. The runs should agree, as the measure is deterministic; if they do not
-    (a step whose allocations depend on timing) this warns and returns the largest.
+    ``step`` is run once unprofiled (lazy initialisation; ``warm_up=False`` when it has
+    run before) and then ``runs`` times under the profiler. The runs should agree, as
+    the measure is deterministic; if they do not (a step whose allocations depend on
+    timing) this warns and returns the largest.
     """
-    step()
+    if warm_up:
+        step()
     peaks = [peak_of(allocation_timeline(step)) for _ in range(runs)]
     if len(set(peaks)) != 1:
         warnings.warn(f"torch peak memory differs between identical runs: {peaks}; "

@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from benchmarks.harness import OK, Row
-from benchmarks.registry import Case, Shape
+from benchmarks.registry import Case, Family, Shape
 
 MEMORY_KINDS = {
     "xla-temp": "temporary buffers of the compiled program (inputs and outputs excluded)",
-    "torch-peak": "CPU allocator peak beyond the inputs (the returned gradient included)",
+    "torch-peak": "CPU allocator peak beyond the inputs (the returned gradients included)",
 }
 
 COLUMNS = ("shape", "case", "time ms (mean ± std)", "min ms", "ratio (± std)", "vs", "mem/logits",
-           "mem kind", "mem ratio", "goals")
+           "mem kind", "mem ratio", "agrees", "goals")
 
 
 def shape_str(shape: Shape) -> str:
@@ -45,7 +45,20 @@ def _goals(row: Row) -> str:
         words.append(f"time<={row.goal_time_ratio:g} " + ("ok" if met["time"] else "MISS"))
     if "memory" in met:
         words.append(f"mem<={row.goal_memory_fraction:g}x " + ("ok" if met["memory"] else "MISS"))
+    if "memory_ratio" in met:
+        words.append(f"mem ratio<={row.goal_memory_ratio:.3g} "
+                     + ("ok" if met["memory_ratio"] else "MISS"))
     return ", ".join(words)
+
+
+def _agrees(row: Row) -> str:
+    """``ok 3e-07``: agreement with the reference and the largest norm-wise relative
+    difference over the loss and the gradients; ``-`` without a reference."""
+    a = row.agreement
+    if not a or a.get("agree") is None:
+        return "-"
+    worst = max(a["max_rel_diff"].values(), default=0.0)
+    return f"{'ok' if a['agree'] else 'NO'} {worst:.0e}"
 
 
 def table_rows(rows: Sequence[Row], goal_shapes: Sequence[Shape] = ()) -> list[tuple]:
@@ -65,7 +78,7 @@ def table_rows(rows: Sequence[Row], goal_shapes: Sequence[Shape] = ()) -> list[t
         out.append((shape, row.case, f"{_ms(row.mean_s)} ± {_ms(row.std_s, 2)}",
                     _ms(row.min_s), ratio, vs,
                     _fraction(row.memory_fraction), row.memory_kind or "-", mem_ratio,
-                    _goals(row)))
+                    _agrees(row), _goals(row)))
     return out
 
 
@@ -101,19 +114,36 @@ def format_context(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-def format_report(rows: Sequence[Row], goal_shapes: Sequence[Shape] = (),
-                  rounds: Optional[int] = None) -> str:
-    parts = [format_table(rows, goal_shapes), ""]
-    if any(tuple(r.shape) in goal_shapes for r in rows):
+def format_report(rows: Sequence[Row], families: Sequence[Family] = (),
+                  rounds: Optional[dict] = None) -> str:
+    """One section per family (its title, its table, its baselines against each other),
+    then the legend. ``rounds`` maps family names to their number of rounds."""
+    parts = []
+    known = {f.name: f for f in families}
+    for name in dict.fromkeys(r.family for r in rows):
+        mine = [r for r in rows if r.family == name]
+        family = known.get(name)
+        header = f"== {name}" + (f": {family.title}" if family else "")
+        details = []
+        if family:
+            details.append(f"shape {family.shape_names}")
+        if rounds and name in rounds:
+            details.append(f"{rounds[name]} rounds")
+        parts += [header + (f" ({', '.join(details)})" if details else ""), ""]
+        parts.append(format_table(mine, family.goal_shapes if family else ()))
+        context = format_context(mine)
+        if context:
+            parts += ["baselines against each other:", context]
+        parts.append("")
+    if any(family.goal_shapes for family in families):
         parts.append("* a shape the goals are stated for")
     parts.append("ratio: mean time / the baseline's ('vs') mean time, in the same run; "
-                 "± the std of the per-round ratios"
-                 + (f" over {rounds} rounds" if rounds else ""))
-    parts.append("mem/logits: memory beyond the inputs / the logits' bytes; mem kind:")
+                 "± the std of the per-round ratios")
+    parts.append("mem/logits: memory beyond the inputs / the logits' bytes; mem ratio: "
+                 "memory / the baseline's; mem kind:")
     parts += [f"  {kind}: {text}" for kind, text in MEMORY_KINDS.items()]
-    context = format_context(rows)
-    if context:
-        parts += ["", "baselines against each other:", context]
+    parts.append("agrees: loss and gradients equal to the reference's within float32 "
+                 "tolerance, and the largest max|diff| / max|ref| (see the JSON)")
     return "\n".join(parts)
 
 
@@ -157,11 +187,13 @@ def _clean(value):
     return value
 
 
-def write_json(path: Path, rows: Sequence[Row], cases: Sequence[Case], settings: dict) -> None:
+def write_json(path: Path, rows: Sequence[Row], cases: Sequence[Case], settings: dict,
+               families: Sequence[Family] = ()) -> None:
     records = []
     for row in rows:
         record = dataclasses.asdict(row)
         record["shape"] = list(row.shape)
+        record["logits_shape"] = list(row.logits_shape or row.shape)
         record["elements"] = row.elements
         record["goals_met"] = row.goals()
         records.append(record)
@@ -169,10 +201,18 @@ def write_json(path: Path, rows: Sequence[Row], cases: Sequence[Case], settings:
         "settings": settings,
         "environment": environment(),
         "memory_kinds": MEMORY_KINDS,
-        "cases": {c.name: {"framework": c.framework, "baseline": c.baseline,
+        "families": {f.name: {"title": f.title, "shape_names": f.shape_names,
+                              "logits_names": f.logits_names,
+                              "goal_shapes": [list(s) for s in f.goal_shapes]}
+                     for f in families},
+        "cases": {c.name: {"family": c.family, "framework": c.framework,
+                           "baseline": c.baseline, "reference": c.reference,
                            "description": c.description, "memory_kind": c.memory_kind,
                            "goal_time_ratio": c.goal_time_ratio,
-                           "goal_memory_fraction": c.goal_memory_fraction}
+                           "goal_memory_fraction": c.goal_memory_fraction,
+                           "goal_memory_ratio": c.goal_memory_ratio,
+                           "rtol": c.rtol if c.reference else None,
+                           "atol": c.atol if c.reference else None}
                   for c in cases},
         "rows": records,
     }
@@ -180,22 +220,39 @@ def write_json(path: Path, rows: Sequence[Row], cases: Sequence[Case], settings:
     path.write_text(json.dumps(_clean(doc), indent=1) + "\n")
 
 
-def write_plot(path: Path, rows: Sequence[Row]) -> None:
-    """Time, ratio against the baseline and memory fraction, each against N*C."""
+def write_plot(path: Path, rows: Sequence[Row], families: Sequence[Family] = ()) -> None:
+    """One row of panels per family: the time, the ratio against the baseline and the
+    memory fraction, each against the number of logits (N*C, or N*V)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    known = {f.name: f for f in families}
+    names = list(dict.fromkeys(r.family for r in rows))
+    height = 4.2 * len(names)
+    fig, axes = plt.subplots(len(names), 3, figsize=(17, height), squeeze=False)
+    for family, panels in zip(names, axes):
+        _plot_family(panels, [r for r in rows if r.family == family], known.get(family),
+                     family)
+    # Fixed margins: tight_layout draws the whole figure once more, seconds for 8 rows.
+    fig.subplots_adjust(left=0.05, right=0.99, wspace=0.22, top=1 - 0.45 / height,
+                        bottom=0.6 / height, hspace=0.5)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _plot_family(panels, rows: Sequence[Row], family: Optional[Family], name: str) -> None:
     import matplotlib.ticker
 
-    names = list(dict.fromkeys(r.case for r in rows))
-    fig, (ax_t, ax_r, ax_m) = plt.subplots(1, 3, figsize=(17, 5.2))
-    for i, name in enumerate(names):
-        mine = sorted((r for r in rows if r.case == name and r.status == OK),
+    ax_t, ax_r, ax_m = panels
+    for i, case in enumerate(dict.fromkeys(r.case for r in rows)):
+        mine = sorted((r for r in rows if r.case == case and r.status == OK),
                       key=lambda r: r.elements)
         if not mine:
             continue
-        style = dict(color=f"C{i % 10}", marker="o", ms=4, capsize=3, label=name,
+        style = dict(color=f"C{i % 10}", marker="o", ms=4, capsize=3, label=case,
                      linestyle="-" if mine[0].framework == "jax" else "--")
         x = [r.elements for r in mine]
         ax_t.errorbar(x, [r.mean_s * 1e3 for r in mine], yerr=[r.std_s * 1e3 for r in mine],
@@ -210,22 +267,21 @@ def write_plot(path: Path, rows: Sequence[Row]) -> None:
         if memory:
             ax_m.plot([e for e, _ in memory], [f for _, f in memory], **{
                 k: v for k, v in style.items() if k != "capsize"})
-    ax_t.set(xscale="log", yscale="log", xlabel="N·C (logits elements)",
-             ylabel="forward+backward time (ms)", title="time per step (mean ± std)")
+    logits = (family.logits_names if family else "N x C").replace(" x ", "·")
+    xlabel = f"{logits} (logits elements)"
+    ax_t.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="forward+backward time (ms)",
+             title=f"{name}: time per step (mean ± std)")
     ax_r.axhline(1.0, color="gray", lw=1)
-    ax_r.set(xscale="log", xlabel="N·C (logits elements)",
-             ylabel="time / baseline time",
-             title="ratio vs baseline (± std of per-round ratios)")
-    ax_m.axhline(0.1, color="gray", lw=1, ls=":")
-    ax_m.set(xscale="log", yscale="log", xlabel="N·C (logits elements)",
-             ylabel="memory / logits bytes",
-             title="memory beyond inputs (jax: xla-temp, torch: torch-peak)")
-    for ax in (ax_t, ax_r, ax_m):
+    for goal in sorted({r.goal_time_ratio for r in rows if r.goal_time_ratio}):
+        ax_r.axhline(goal, color="gray", lw=1, ls=":")
+    ax_r.set(xscale="log", xlabel=xlabel, ylabel="time / baseline time",
+             title=f"{name}: ratio vs baseline (± std of per-round ratios)")
+    for goal in sorted({r.goal_memory_fraction for r in rows if r.goal_memory_fraction}):
+        ax_m.axhline(goal, color="gray", lw=1, ls=":")
+    ax_m.set(xscale="log", yscale="log", xlabel=xlabel,
+             ylabel="memory / logits bytes\n(jax: xla-temp, torch: torch-peak)",
+             title=f"{name}: memory beyond the inputs")
+    for ax in panels:
         ax.grid(True, which="both", alpha=0.3)
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    handles, labels = ax_t.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    ax_t.legend(fontsize="small", frameon=False)

@@ -4,6 +4,7 @@ measure. No assertion here depends on how fast anything ran."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -17,15 +18,13 @@ for module in ("jax", "optax", "torch", "matplotlib"):
     pytest.importorskip(module)
 
 from benchmarks import harness, registry  # noqa: E402
-from benchmarks.__main__ import QUICK_GRID, parse_shapes  # noqa: E402
+from benchmarks.__main__ import build_parser, parse_shapes, plan  # noqa: E402
 
 
-def _wce_torch_available() -> bool:
-    try:
-        from wce_torch import cross_entropy  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _skipped_because_missing(row_text: str, name: str) -> bool:
+    """wce_torch's cases say so, as a skipped row, while the function does not exist."""
+    return (name.split("/")[-1].startswith("wce_torch") and "skipped:" in row_text
+            and "not available" in row_text)
 
 
 def test_quick_run_writes_table_json_and_plot(tmp_path):
@@ -34,42 +33,64 @@ def test_quick_run_writes_table_json_and_plot(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--quiet", "--json", str(out_json),
          "--plot", str(out_png)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert out_png.stat().st_size > 0 and out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    cases = registry.all_cases()
+    cases, families = registry.all_cases(), registry.all_families()
+    expected = {(shape, case.name) for family in families for shape in family.quick_shapes
+                for case in cases if case.family == family.name}
+    # every family runs at least one JAX and one PyTorch case
+    assert {(c.family, c.framework) for c in cases} == {
+        (f.name, fw) for f in families for fw in ("jax", "torch")}
     lines = proc.stdout.splitlines()
-    for shape in QUICK_GRID:
-        for case in cases:
-            row = [l for l in lines if l.split()[:2] == ["x".join(map(str, shape)), case.name]]
-            assert len(row) == 1, f"no table row for {case.name} at {shape}:\n{proc.stdout}"
-            # every row is measured; wce_torch's say why not while it does not exist
-            if case.name.startswith("wce_torch") and not _wce_torch_available():
-                assert "skipped: wce_torch.cross_entropy is not available" in row[0]
-            else:
-                assert " ± " in row[0], row[0]
-            if case.baseline is not None and "skipped:" not in row[0]:
-                assert case.baseline in row[0].split()
+    for shape, name in expected:
+        case = next(c for c in cases if c.name == name)
+        row = [l for l in lines if l.split()[:2] == ["x".join(map(str, shape)), name]]
+        assert len(row) == 1, f"no table row for {name} at {shape}:\n{proc.stdout}"
+        if _skipped_because_missing(row[0], name):
+            continue
+        assert " ± " in row[0], row[0]
+        if case.baseline is not None:
+            assert case.baseline in row[0].split()
+        if case.reference is not None:
+            assert " ok " in row[0], row[0]  # the agrees column
+    for family in families:
+        assert any(l.startswith(f"== {family.name}: ") for l in lines), family.name
 
     doc = json.loads(out_json.read_text())
     assert doc["settings"]["quick"] is True
     assert set(doc["cases"]) == {c.name for c in cases}
+    assert set(doc["families"]) == {f.name for f in families}
     rows = {(tuple(r["shape"]), r["case"]): r for r in doc["rows"]}
-    assert set(rows) == {(s, c.name) for s in QUICK_GRID for c in cases}
+    assert set(rows) == expected
     for (shape, name), r in rows.items():
-        if name.startswith("wce_torch") and not _wce_torch_available():
-            assert r["status"] == "skipped" and r["mean_s"] is None, r
+        if _skipped_because_missing(f"{r['status']}: {r['note']}", name):
+            assert r["mean_s"] is None, r
             continue
         assert r["status"] == "ok", r
-        assert len(r["times_s"]) == doc["settings"]["rounds"] and r["mean_s"] > 0
+        rounds = doc["settings"]["families"][r["family"]]["rounds"]
+        assert len(r["times_s"]) == rounds and r["mean_s"] > 0
         assert r["memory_bytes"] is not None and r["memory_fraction"] >= 0
         assert r["ratio"] is not None
+        assert r["elements"] == math.prod(r["logits_shape"])
+        if doc["cases"][name]["reference"]:
+            agreement = r["agreement"]
+            assert agreement["agree"] is True and agreement["reference"] == \
+                doc["cases"][name]["reference"]
+            assert set(agreement["max_rel_diff"]) >= {"loss"}
+            assert all(0 <= d <= 1e-5 for d in agreement["max_rel_diff"].values()), r
     # deterministic measures: the naive JAX version and torch keep logits-sized buffers
-    for shape in QUICK_GRID:
+    ce = next(f for f in families if f.name == "ce")
+    for shape in ce.quick_shapes:
         assert rows[(shape, "jnp_naive")]["memory_fraction"] >= 1.0
         assert rows[(shape, "wce_jax")]["memory_fraction"] < 0.1
         assert rows[(shape, "torch_F")]["memory_fraction"] == pytest.approx(3.0, abs=0.01)
+    # the fused linear+cross-entropy: both gradients, the logits are N x V
+    (lce_shape,) = next(f for f in families if f.name == "lce").quick_shapes
+    lce = rows[(lce_shape, "lce/wce_jax")]
+    assert lce["logits_shape"] == [lce_shape[0], lce_shape[2]]
+    assert set(lce["agreement"]["max_rel_diff"]) == {"loss", "d_hidden", "d_weight"}
 
 
 def test_torch_peak_memory_is_deterministic_and_counts_from_the_step():
@@ -108,15 +129,78 @@ def test_ratio_pairs_rounds_and_rows_summarise():
     assert row.memory_ratio == 0.5 and row.memory_fraction == pytest.approx(5 / 48)
     assert row.goals() == {"time": True, "memory": False}
     assert base.ratio == 1.0 and base.context_ratios == {}
+    fused = harness.Row(shape=(4, 2, 3), case="f", framework="jax", baseline="b",
+                        logits_shape=(4, 3), times_s=[1.0, 1.0], memory_bytes=1,
+                        goal_memory_ratio=0.125)
+    harness._summarise([base, fused])
+    assert fused.elements == 12 and fused.goals() == {"memory_ratio": True}
 
 
-def test_selection_adds_baselines_and_rejects_unknown_names():
+def test_selection_adds_baselines_and_references_and_rejects_unknown_names():
     names = [c.name for c in registry.select(names=["wce_torch"])]
     assert names == ["torch_F", "wce_torch"]
+    assert [c.name for c in registry.select(names=["wce_jax"])] == [
+        "optax", "wce_jax", "jnp_naive"]  # its baseline and its reference
     assert {c.framework for c in registry.select(only="jax")} == {"jax"}
+    assert [c.name for c in registry.select(only="torch", families=["lce"])] == [
+        "lce/torch_unfused", "lce/wce_torch"]
     with pytest.raises(KeyError, match="nosuch"):
         registry.select(names=["nosuch"])
-    assert parse_shapes("8192x1000, 2048x32000") == [(8192, 1000), (2048, 32000)]
+    with pytest.raises(KeyError, match="nosuch"):
+        registry.select(families=["nosuch"])
+    assert parse_shapes("8192x1000, 8192x1024x32768") == [(8192, 1000), (8192, 1024, 32768)]
+
+
+def test_families_have_their_own_shapes_and_the_plan_follows_the_options():
+    families = {f.name: f for f in registry.all_families()}
+    assert {"ce", "nll", "bcel", "bce", "softmax_focal", "sigmoid_focal", "lce"} <= set(families)
+    for family in families.values():
+        assert family.quick_shapes and family.shapes
+    assert families["lce"].goal_shapes == ((8192, 1024, 32768),)
+    cases = registry.all_cases()
+
+    def planned(*argv):
+        args = build_parser().parse_args(list(argv))
+        return {f.name: (shapes, rounds) for f, _, shapes, rounds in
+                plan(registry.all_families(), registry.select(args.only, args.cases,
+                                                              args.family), args)}
+
+    assert planned("--goal-shapes") == {
+        "ce": ([(8192, 1000), (2048, 32000)], families["ce"].rounds),
+        "lce": ([(8192, 1024, 32768)], families["lce"].rounds)}
+    assert planned("--family", "lce", "--goal-shapes", "--rounds", "2") == {
+        "lce": ([(8192, 1024, 32768)], 2)}
+    # a three-dimensional shape is run by the families whose cases take it
+    assert set(planned("--shapes", "64x8x256")) == {"lce"}
+    assert set(planned("--shapes", "64x100")) == set(families) - {"lce"}
+    quick = planned("--quick")
+    assert all(quick[f] == (list(families[f].quick_shapes), families[f].quick_rounds)
+               for f in families)
+    assert all(c.applies(s) for c in cases for s in families[c.family].shapes)
+
+
+def test_a_case_that_disagrees_with_its_reference_is_an_error_row_with_the_numbers():
+    import numpy as np
+
+    def constant(value):
+        return registry.Case(
+            f"c{value}", "torch", setup=lambda s: (lambda: value), memory=lambda s: None,
+            baseline=None if value == 1.0 else "c1.0",
+            reference=None if value == 1.0 else "c1.0",
+            outputs=lambda result: {"loss": np.float32(result),
+                                    "d_x": np.full(3, result, np.float32)})
+
+    rows = harness.run_shape([constant(1.0), constant(1.0 + 3e-6), constant(1.001)], (2, 3),
+                             rounds=1, min_time=0.0)
+    close, far = rows[1], rows[2]
+    assert close.status == "ok" and close.agreement["agree"] is True
+    assert close.agreement["reference"] == "c1.0"
+    assert close.agreement["max_rel_diff"]["d_x"] == pytest.approx(3e-6, rel=0.1)
+    assert far.status == "error" and "disagrees with c1.0" in far.note and not far.times_s
+    assert far.agreement["max_rel_diff"]["loss"] == pytest.approx(1e-3, rel=1e-3)
+    nan = harness.agreement({"x": np.array([1.0, np.nan])}, {"x": np.array([1.0, 2.0])},
+                            1e-5, 1e-6)
+    assert nan["agree"] is False
 
 
 def test_an_unavailable_or_broken_case_is_a_row_not_a_crash():
