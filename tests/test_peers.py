@@ -61,14 +61,18 @@ MUST_PASS = {
         "ce-weighted-mean-n8-c5", "ce-ignore-some-weighted-mean",
         "ce-kdim2-weighted-ignore-mean", "ce-ignored-nonfinite-rows-smooth0.0-mean",
         "ce-smooth0.1-weighted-ignore-mean", "cep-smooth0.1-weighted-mean",
-        "bcel-pos-rows-weight-none-mean")]
-    + [("ce-weighted-mean-n8-c5", "float64")],
+        "bcel-pos-rows-weight-none-mean", "focal-sigmoid-alpha0.25-gamma2.0-mean",
+        "focal-sigmoid-alpha-1.0-gamma0.5-none")]
+    + [("ce-weighted-mean-n8-c5", "float64"), ("focal-sigmoid-alpha0.25-gamma2.0-mean",
+                                               "float64")],
     "keras": [(c, "float32") for c in (
         "ce-weighted-mean-n8-c5", "ce-ignore-some-weighted-mean",
         "ce-kdim2-weighted-ignore-mean", "ce-ignored-nonfinite-rows-smooth0.0-mean",
         "ce-smooth0.1-unweighted-ignore-mean", "bce-weight-last-mean",
-        "bcel-pos-last-weight-last-mean")]
-    + [("ce-weighted-mean-n8-c5", "float64")],
+        "bcel-pos-last-weight-last-mean", "focal-sigmoid-alpha0.25-gamma2.0-mean",
+        "focal-softmax-alpha-gamma2.0-ignore-mean", "focal-softmax-kdim2-none")]
+    + [("ce-weighted-mean-n8-c5", "float64"),
+       ("focal-softmax-alpha-gamma0.5-ignore-mean", "float64")],
     "onnxruntime": [(c, d) for c in (
         "ce-unweighted-sum-n8-c5", "ce-weighted-mean-n8-c5", "ce-kdim2-weighted-ignore-mean",
         "ce-ignore-index-inside-mean", "ce-ignore-all-weighted-mean",
@@ -120,6 +124,12 @@ MUST_FAIL = {
          "integer logits are cast to float32"),
         ("bce-weight-none-mean", "float64", "BCE-ELEM", "error",
          "keras.ops.mean computes float64 in float32"),
+        ("focal-sigmoid-alpha0.25-gamma2.0-mean", "float64", "FOCAL-SIGMOID", "error",
+         "BinaryFocalCrossentropy averages the last axis in float32"),
+        ("focal-softmax-all-ignored-mean", "float32", "EDGE-ALL-IGNORED",
+         "non-finite mismatch", "divide_no_nan: the mean of nothing is 0, not NaN"),
+        ("focal-softmax-error-negative-gamma", "float32", "FOCAL-SOFTMAX", "did not raise",
+         "a negative gamma is used as given"),
         ("ce-unweighted-mean-n8-c5", "bfloat16", "GEN-RESULT-DTYPE", "dtype float32",
          "half-precision inputs give a float32 loss"),
     ],
@@ -261,9 +271,10 @@ def test_peer_on_golden_cases(name):
 
 # What each peer declares n/a: the losses and dtypes it runs.
 RUNS = {
-    "optax": ({"cross_entropy", "binary_cross_entropy_with_logits"},
+    "optax": ({"cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss"},
               ("float64", "float32", "bfloat16", "float16")),
-    "keras": ({"cross_entropy", "binary_cross_entropy", "binary_cross_entropy_with_logits"},
+    "keras": ({"cross_entropy", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+               "sigmoid_focal_loss", "softmax_focal_loss"},
               ("float64", "float32", "bfloat16", "float16")),
     "onnxruntime": ({"cross_entropy", "nll_loss"}, ("float64", "float32", "float16")),
 }

@@ -37,6 +37,19 @@ back in torch's layout. Loss by loss:
     weight``; Keras has no ``pos_weight``, so with one ``sample_weight = weight * (1 +
     (pos_weight - 1) * target)``, which equals torch's formula for 0/1 targets only.
 
+``sigmoid_focal_loss``
+    ``keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=alpha,
+    gamma=gamma, from_logits=True, reduction=...)`` on ``input[..., None]``
+    (``apply_class_balancing=False`` where torchvision's ``alpha`` is None or negative).
+
+``softmax_focal_loss``
+    ``keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=gamma,
+    from_logits=True, reduction=...)`` on one-hot targets, with ``sample_weight =
+    alpha[target] * valid`` (``valid`` alone without per-class alpha), so that
+    ``"mean_with_sample_weight"`` divides by the valid targets' alpha as the spec does;
+    Keras's own ``alpha`` is one factor for every class or a list, multiplied in
+    without entering the mean's denominator.
+
 n/a: ``nll_loss`` (Keras has no loss on log-probabilities).
 
 dtypes: a Keras loss computes in its ``dtype``, by default ``keras.backend.floatx()``
@@ -75,7 +88,7 @@ from keras import ops  # noqa: E402
 porting_notes = """\
 **Keras 3** has class-index and probability cross-entropy, binary cross-entropy on
 probabilities and on logits, and focal variants (`BinaryFocalCrossentropy`,
-`CategoricalFocalCrossentropy`, not covered by the golden cases yet). It has no class
+`CategoricalFocalCrossentropy`). It has no class
 weights inside the losses, no `pos_weight` and no NLL on log-probabilities. To get the
 spec's semantics (measured on Keras 3.15.1, JAX backend):
 
@@ -117,6 +130,13 @@ loss(y, logits_channels_last, sample_weight=w[y])  # fit(class_weight=...) does 
   `log(1e-7) = -16.1` instead of torch's `-100` (losses 84% low at `p` = 0 or 1) and
   the gradient is 0 beyond the clip. There is no `pos_weight`: `sample_weight = 1 +
   (pos_weight - 1) * y` is exact for 0/1 targets only (up to 31% off for soft ones).
+* **Focal losses**: `BinaryFocalCrossentropy(apply_class_balancing=True, alpha=0.25,
+  from_logits=True)` on `x[..., None]` is torchvision's `sigmoid_focal_loss`
+  (float32-accurate only, as the binary losses). For the multi-class focal loss with
+  per-class alpha and torch's weighted mean, pass `alpha=1.0` to
+  `CategoricalFocalCrossentropy` and the class alpha as `sample_weight=alpha[y]` with
+  `"mean_with_sample_weight"`; its own list `alpha` does not enter the mean's
+  denominator, and an all-ignored mean is 0, not NaN.
 * **Channels last**: transpose `(N, C, ...)` logits to `(N, ..., C)`.
   `SparseCategoricalCrossentropy(axis=1)` raises for inputs with spatial axes on the
   JAX backend, and `CategoricalCrossentropy`'s smoothing takes the class count from
@@ -188,7 +208,30 @@ def _binary(from_logits):
     return binary
 
 
+def sigmoid_focal_loss(x, target, alpha=0.25, gamma=2.0, reduction="none", dtype=None,
+                       mean=MEAN):
+    balance = alpha is not None and alpha >= 0  # torchvision: alpha < 0 is off
+    loss = keras.losses.BinaryFocalCrossentropy(
+        apply_class_balancing=balance, alpha=alpha if balance else 0.25, gamma=gamma,
+        from_logits=True, reduction=keras_reduction(reduction, mean["binary"]), dtype=dtype)
+    return loss(target[..., None], x[..., None])
+
+
+def softmax_focal_loss(x, target, alpha=None, gamma=2.0, ignore_index=-100,
+                       reduction="mean", dtype=None, mean=MEAN):
+    x = channels_last(x)
+    valid = ops.not_equal(target, ignore_index)
+    sample_weight = ops.cast(valid, x.dtype) if alpha is None else ops.where(
+        valid, ops.take(alpha, ops.where(valid, target, 0)), 0)
+    loss = keras.losses.CategoricalFocalCrossentropy(
+        alpha=1.0, gamma=gamma, from_logits=True,
+        reduction=keras_reduction(reduction, mean["class"]), dtype=dtype)
+    return loss(ops.one_hot(target, x.shape[-1]), x, sample_weight=sample_weight)
+
+
 LOSSES = {"cross_entropy": cross_entropy,
+          "sigmoid_focal_loss": sigmoid_focal_loss,
+          "softmax_focal_loss": softmax_focal_loss,
           "binary_cross_entropy": _binary(from_logits=False),
           "binary_cross_entropy_with_logits": _binary(from_logits=True)}
 

@@ -96,6 +96,8 @@ class OnnxRuntimeAdapter(Adapter):
     gradients = False
 
     def unsupported(self, case):
+        if reason := super().unsupported(case):
+            return reason
         target = case.args.get("target")
         if case.loss == "cross_entropy" and isinstance(target, np.ndarray) \
                 and target.dtype.kind == "f":

@@ -34,7 +34,12 @@ them. What is optax and what is glue, loss by loss:
     for any target in [0, 1].
     glue: ``weight * l``; ``jnp.sum`` / ``jnp.mean``.
 
-n/a: ``nll_loss`` (optax has no loss on log-probabilities: a jnp gather would test jnp,
+``sigmoid_focal_loss``
+    optax: ``optax.sigmoid_focal_loss(input, target, alpha=alpha, gamma=gamma)``, with
+    ``alpha=None`` where torchvision's negative ``alpha`` means no balancing.
+    glue: ``jnp.sum`` / ``jnp.mean``.
+
+n/a: ``softmax_focal_loss`` (optax has no multi-class focal loss); ``nll_loss`` (optax has no loss on log-probabilities: a jnp gather would test jnp,
 not optax); ``binary_cross_entropy`` (optax has no BCE on probabilities, only on
 logits); an unknown ``reduction`` (the reduction is the caller's ``jnp.sum``/``jnp.mean``:
 optax has no argument to validate).
@@ -89,6 +94,9 @@ mean = jnp.sum(w_y * l) / jnp.sum(w_y)          # torch's weighted mean
   large losses become `inf`). Cast the logits to float32 for the loss to get the
   spec's float32 accumulation. A float32 weight with bfloat16 logits promotes the
   loss to float32.
+* **`optax.sigmoid_focal_loss` defaults to `alpha=None`** (no balancing), where
+  torchvision's default is `alpha=0.25`: pass `alpha=0.25` explicitly. It has no
+  reduction (`jnp.mean` is torchvision's `"mean"`) and no multi-class focal loss.
 * **No argument checks**: wrong target shapes broadcast, a short weight is indexed
   with clamping, `label_smoothing` outside [0, 1] is used as given, and `ignore_index`
   has no meaning for probability targets.
@@ -161,8 +169,17 @@ def binary_cross_entropy_with_logits(x, target, weight=None, reduction="mean",
     return _reduce(losses, reduction, None)
 
 
+def sigmoid_focal_loss(x, target, alpha=0.25, gamma=2.0, reduction="none"):
+    balance = None if alpha is None or alpha < 0 else alpha  # torchvision: alpha < 0 is off
+    losses = optax.sigmoid_focal_loss(x, target, alpha=balance, gamma=gamma)
+    if reduction == "mean":
+        return jnp.mean(losses)
+    return _reduce(losses, reduction, None)
+
+
 LOSSES = {"cross_entropy": cross_entropy,
-          "binary_cross_entropy_with_logits": binary_cross_entropy_with_logits}
+          "binary_cross_entropy_with_logits": binary_cross_entropy_with_logits,
+          "sigmoid_focal_loss": sigmoid_focal_loss}
 
 
 def _value_and_grad(loss, static, x, arrays, g):
@@ -185,6 +202,8 @@ class OptaxAdapter(Adapter):
     losses = frozenset(LOSSES)
 
     def unsupported(self, case):
+        if reason := super().unsupported(case):
+            return reason
         if case.args.get("reduction", "mean") not in ("none", "sum", "mean"):
             return ("optax has no reduction argument: the reduction is the caller's "
                     "jnp.sum/jnp.mean, nothing in optax to validate")
