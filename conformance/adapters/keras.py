@@ -68,10 +68,8 @@ from __future__ import annotations
 import os
 
 import jax
-import ml_dtypes
-import numpy as np
 
-from conformance.adapters import Adapter, Outcome, split_args
+from conformance.adapters import Adapter, jax_peer
 
 os.environ["KERAS_BACKEND"] = "jax"
 _x64 = jax.config.jax_enable_x64
@@ -151,16 +149,14 @@ loss(y, logits_channels_last, sample_weight=w[y])  # fit(class_weight=...) does 
 
 # torch's "mean" in Keras: class-index targets divide by the summed sample weights,
 # probability targets and the binary losses by the number of elements.
-MEAN = {"class": "mean_with_sample_weight", "prob": "sum_over_batch_size",
-        "binary": "sum_over_batch_size"}
+MEAN = (("binary", "sum_over_batch_size"), ("class", "mean_with_sample_weight"),
+        ("prob", "sum_over_batch_size"))
 
 
-def to_host(a: np.ndarray, dtype: str) -> np.ndarray:
-    return np.asarray(a).astype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
-
-
-def keras_reduction(reduction, mean):
-    return {"none": None, "sum": "sum", "mean": mean}.get(reduction, reduction)
+def keras_reduction(reduction, mean, kind):
+    """Keras's reduction for torch's ``reduction``; ``mean`` maps the kind of target to
+    the Keras reduction standing for torch's "mean" (as ``(kind, reduction)`` pairs)."""
+    return {"none": None, "sum": "sum", "mean": dict(mean)[kind]}.get(reduction, reduction)
 
 
 def channels_last(x):
@@ -174,7 +170,7 @@ def cross_entropy(x, target, weight=None, ignore_index=-100, reduction="mean",
         target = channels_last(target)
         loss = keras.losses.CategoricalCrossentropy(
             from_logits=True, label_smoothing=label_smoothing,
-            reduction=keras_reduction(reduction, mean["prob"]), dtype=dtype)
+            reduction=keras_reduction(reduction, mean, "prob"), dtype=dtype)
         sample_weight = None if weight is None else ops.take(
             weight, ops.argmax(target, axis=-1))
         return loss(target, x, sample_weight=sample_weight)
@@ -184,11 +180,11 @@ def cross_entropy(x, target, weight=None, ignore_index=-100, reduction="mean",
     if not label_smoothing:
         loss = keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, ignore_class=ignore_index,
-            reduction=keras_reduction(reduction, mean["class"]), dtype=dtype)
+            reduction=keras_reduction(reduction, mean, "class"), dtype=dtype)
         return loss(target, x, sample_weight=sample_weight)
     loss = keras.losses.CategoricalCrossentropy(
         from_logits=True, label_smoothing=label_smoothing,
-        reduction=keras_reduction(reduction, mean["class"]), dtype=dtype)
+        reduction=keras_reduction(reduction, mean, "class"), dtype=dtype)
     if sample_weight is None:
         sample_weight = ops.cast(valid, x.dtype)
     return loss(ops.one_hot(target, x.shape[-1]), x, sample_weight=sample_weight)
@@ -198,7 +194,7 @@ def _binary(from_logits):
     def binary(x, target, weight=None, reduction="mean", pos_weight=None, dtype=None,
                mean=MEAN):
         loss = keras.losses.BinaryCrossentropy(
-            from_logits=from_logits, reduction=keras_reduction(reduction, mean["binary"]),
+            from_logits=from_logits, reduction=keras_reduction(reduction, mean, "binary"),
             dtype=dtype)
         sample_weight = weight
         if pos_weight is not None:
@@ -213,7 +209,7 @@ def sigmoid_focal_loss(x, target, alpha=0.25, gamma=2.0, reduction="none", dtype
     balance = alpha is not None and alpha >= 0  # torchvision: alpha < 0 is off
     loss = keras.losses.BinaryFocalCrossentropy(
         apply_class_balancing=balance, alpha=alpha if balance else 0.25, gamma=gamma,
-        from_logits=True, reduction=keras_reduction(reduction, mean["binary"]), dtype=dtype)
+        from_logits=True, reduction=keras_reduction(reduction, mean, "binary"), dtype=dtype)
     return loss(target[..., None], x[..., None])
 
 
@@ -225,7 +221,7 @@ def softmax_focal_loss(x, target, alpha=None, gamma=2.0, ignore_index=-100,
         valid, ops.take(alpha, ops.where(valid, target, 0)), 0)
     loss = keras.losses.CategoricalFocalCrossentropy(
         alpha=1.0, gamma=gamma, from_logits=True,
-        reduction=keras_reduction(reduction, mean["class"]), dtype=dtype)
+        reduction=keras_reduction(reduction, mean, "class"), dtype=dtype)
     return loss(ops.one_hot(target, x.shape[-1]), x, sample_weight=sample_weight)
 
 
@@ -236,18 +232,7 @@ LOSSES = {"cross_entropy": cross_entropy,
           "binary_cross_entropy_with_logits": _binary(from_logits=True)}
 
 
-def _value_and_grad(loss, static, x, arrays, g):
-    static = dict(static)
-    static["mean"] = dict(static["mean"])
-    output, vjp = jax.vjp(lambda x: LOSSES[loss](x, **arrays, **static), x)
-    # An output of the wrong shape (Keras returns an empty array for the mean of an
-    # empty batch) has no gradient to take; the runner reports the shape.
-    if g is None or g.shape != output.shape:
-        return output, None
-    return output, vjp(g.astype(output.dtype))[0]
-
-
-_jitted = jax.jit(_value_and_grad, static_argnums=(0, 1))
+_run = jax_peer.jitted_value_and_grad(LOSSES)
 
 
 class KerasAdapter(Adapter):
@@ -255,21 +240,11 @@ class KerasAdapter(Adapter):
     description = (f"keras {keras.__version__} on jax {jax.__version__} "
                    f"({jax.default_backend()}), under jit")
     losses = frozenset(LOSSES)
-    mean = MEAN  # the Keras reduction standing for torch's "mean", by kind of target
+    mean = dict(MEAN)  # the Keras reduction standing for torch's "mean", by kind of target
 
     def call(self, case, dtype, traced):
-        with jax.enable_x64(dtype == "float64"):
-            args = split_args(case, dtype, to_host)
-            arrays = {k: v for k, v in args.items() if isinstance(v, np.ndarray)}
-            static = {k: v for k, v in args.items() if not isinstance(v, np.ndarray)}
-            static["dtype"] = "float64" if dtype == "float64" else None
-            static["mean"] = tuple(sorted(self.mean.items()))
-            x = arrays.pop("input")
-            g = None if case.grad_output is None else to_host(case.grad_output, dtype)
-            output, grad = _jitted(case.loss, tuple(sorted(static.items())), x, arrays, g)
-            return Outcome(np.asarray(output).astype(np.float64),
-                           None if grad is None else np.asarray(grad).astype(np.float64),
-                           str(output.dtype), None if grad is None else str(grad.dtype))
+        return jax_peer.call(_run, case, dtype, mean=tuple(sorted(self.mean.items())),
+                             dtype="float64" if dtype == "float64" else None)
 
 
 ADAPTER = KerasAdapter()

@@ -52,11 +52,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import ml_dtypes
-import numpy as np
 import optax
 
-from conformance.adapters import Adapter, Outcome, split_args
+from conformance.adapters import Adapter, jax_peer
 
 porting_notes = """\
 **optax** has per-example losses only: no class weights, no `ignore_index`, no
@@ -103,10 +101,6 @@ mean = jnp.sum(w_y * l) / jnp.sum(w_y)          # torch's weighted mean
 """
 
 CLASS_LOSSES = ("cross_entropy",)
-
-
-def to_host(a: np.ndarray, dtype: str) -> np.ndarray:
-    return np.asarray(a).astype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
 
 
 def _class_axis(x):
@@ -182,17 +176,7 @@ LOSSES = {"cross_entropy": cross_entropy,
           "sigmoid_focal_loss": sigmoid_focal_loss}
 
 
-def _value_and_grad(loss, static, x, arrays, g):
-    fn = LOSSES[loss]
-    output, vjp = jax.vjp(lambda x: fn(x, **arrays, **dict(static)), x)
-    if g is None or g.shape != output.shape:  # a wrong output shape is reported as such
-        return output, None
-    # The cotangent takes the output's dtype, which JAX's promotion may have widened
-    # (a float32 weight with bfloat16 logits); the runner reports that dtype.
-    return output, vjp(g.astype(output.dtype))[0]
-
-
-_jitted = jax.jit(_value_and_grad, static_argnums=(0, 1))
+_run = jax_peer.jitted_value_and_grad(LOSSES)
 
 
 class OptaxAdapter(Adapter):
@@ -210,17 +194,7 @@ class OptaxAdapter(Adapter):
         return None
 
     def call(self, case, dtype, traced):
-        with jax.enable_x64(dtype == "float64"):
-            args = split_args(case, dtype, to_host)
-            static = tuple(sorted((k, v) for k, v in args.items()
-                                  if not isinstance(v, np.ndarray)))
-            arrays = {k: v for k, v in args.items() if isinstance(v, np.ndarray)}
-            x = arrays.pop("input")
-            g = None if case.grad_output is None else to_host(case.grad_output, dtype)
-            output, grad = _jitted(case.loss, static, x, arrays, g)
-            return Outcome(np.asarray(output).astype(np.float64),
-                           None if grad is None else np.asarray(grad).astype(np.float64),
-                           str(output.dtype), None if grad is None else str(grad.dtype))
+        return jax_peer.call(_run, case, dtype)
 
 
 ADAPTER = OptaxAdapter()
