@@ -195,6 +195,7 @@ def run(adapters: Iterable[Adapter], cases: list[Case], dtypes: Iterable[str]) -
             for case in cases:
                 if dtype in case.dtypes:
                     records.append(run_case(adapter, case, dtype))
+            adapter.release()
     return records
 
 

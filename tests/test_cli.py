@@ -49,6 +49,20 @@ def test_unsupported_is_na_not_pass():
     assert runner._cell(table["NLL-ELEM"][adapter.name]) == "n/a"
 
 
+def test_runner_releases_caches_after_each_dtype():
+    """JAX adapters free their compiled programs between dtypes (a full matrix run
+    compiles thousands and would exhaust the process's memory mappings)."""
+    adapter = MutantAdapter("bce-without-clamp")
+    calls = []
+    adapter.call = lambda case, dtype, traced, call=adapter.call: (
+        calls.append(dtype), call(case, dtype, traced))[1]
+    adapter.release = lambda: calls.append("release")
+    cases = [c for c in golden.load_cases() if c.id.startswith("bce-")][:2]
+    adapter.dtypes = ("float64", "float32")
+    runner.run([adapter], cases, ["float64", "float32"])
+    assert calls == ["float64", "float64", "release", "float32", "float32", "release"]
+
+
 def test_malformed_golden_file_is_named(tmp_path, capsys):
     for path in golden.case_files():
         shutil.copy(path, tmp_path)

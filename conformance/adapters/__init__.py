@@ -87,6 +87,11 @@ class Adapter:
         """How the case is run: "checked" (eager), and "traced" for traced adapters."""
         return ("checked", "traced") if self.traced else ("checked",)
 
+    def release(self) -> None:
+        """Free what the runs so far have cached (the runner calls it after each dtype):
+        JAX keeps every compiled program, and a few thousand of them exhaust the
+        process's memory mappings."""
+
     def argument_name(self, loss: str, name: str) -> str:
         """What this implementation calls the spec's argument ``name`` (for error messages)."""
         return name

@@ -52,3 +52,8 @@ def call(run: Callable, case: Case, dtype: str, /, **static) -> Outcome:
         return Outcome(np.asarray(output).astype(np.float64),
                        None if grad is None else np.asarray(grad).astype(np.float64),
                        str(output.dtype), None if grad is None else str(grad.dtype))
+
+
+def release() -> None:
+    """Drop every compiled program (see :meth:`conformance.adapters.Adapter.release`)."""
+    jax.clear_caches()

@@ -242,6 +242,9 @@ class KerasAdapter(Adapter):
     losses = frozenset(LOSSES)
     mean = dict(MEAN)  # the Keras reduction standing for torch's "mean", by kind of target
 
+    def release(self):
+        jax_peer.release()
+
     def call(self, case, dtype, traced):
         return jax_peer.call(_run, case, dtype, mean=tuple(sorted(self.mean.items())),
                              dtype="float64" if dtype == "float64" else None)

@@ -193,6 +193,9 @@ class OptaxAdapter(Adapter):
                     "jnp.sum/jnp.mean, nothing in optax to validate")
         return None
 
+    def release(self):
+        jax_peer.release()
+
     def call(self, case, dtype, traced):
         return jax_peer.call(_run, case, dtype)
 

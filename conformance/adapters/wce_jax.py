@@ -123,6 +123,10 @@ class WceJaxAdapter(Adapter):
             return ("checked", "traced")
         return ("traced",)
 
+    def release(self):
+        _jitted_step.cache_clear()
+        jax.clear_caches()
+
     def call(self, case, dtype, traced):
         fn = getattr(wce_jax, case.loss)
         return run_jax(on_shards(fn) if case.shards else fn, case, dtype, traced)
