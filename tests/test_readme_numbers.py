@@ -9,7 +9,8 @@ import numpy as np
 from conformance import reference, spec
 from conformance.golden import load_cases
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+README_PATH = Path(__file__).resolve().parent.parent / "README.md"
+README = README_PATH.read_text()
 
 
 def _row(label):
@@ -40,3 +41,21 @@ def test_which_weights_table():
 def test_counts_of_clauses_and_cases():
     assert f"{len(spec.clauses())} clauses" in README
     assert f"{len(load_cases())} golden cases" in README
+
+
+def test_peer_counts_match_the_compatibility_matrix():
+    """The README's summary of the peers quotes docs/compatibility.md's totals."""
+    matrix = (README_PATH.parent / "docs" / "compatibility.md").read_text()
+    readme = " ".join(README.split())
+    totals = {}
+    for line in matrix.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 6 and cells[0].startswith("`") and cells[2].isdigit():
+            totals[cells[0].strip("`")] = tuple(int(c) for c in cells[2:])
+    assert f"all {totals['wce_jax'][0]} runs" in readme and totals["wce_jax"][1] == 0
+    assert f"all {totals['wce_torch'][0]} it supports" in readme
+    assert totals["wce_torch"][1] == 0 and totals["torch"][1] == 0
+    assert f"({totals['torch'][2]} runs:" in readme
+    for peer in ("optax", "keras", "onnxruntime"):
+        passed, failed = totals[peer][:2]
+        assert f"{passed} passed, {failed} failed" in readme, peer
