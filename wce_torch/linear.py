@@ -15,7 +15,8 @@ import numbers
 import torch
 
 from wce_torch import _checks as check
-from wce_torch.functional import _all_reduced, _class_terms, _class_weights, _global_share
+from wce_torch.functional import (_all_reduced, _class_terms, _class_weights, _global_share,
+                                  _graph_is_kept)
 
 #: The default chunk holds about 2**24 logits (64 MiB in float32), whatever V is.
 CHUNK_LOGITS = 2 ** 24
@@ -183,7 +184,11 @@ class _ScaledTotal(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, ct):
         d_hidden, d_weight = ctx.saved_tensors
-        return ct * d_hidden, ct * d_weight, None, None, None, None, None, None
+        if not _graph_is_kept():  # scale in place: no second (V, D) buffer at the peak
+            d_hidden, d_weight = d_hidden.mul_(ct), d_weight.mul_(ct)
+        else:
+            d_hidden, d_weight = ct * d_hidden, ct * d_weight
+        return d_hidden, d_weight, None, None, None, None, None, None
 
 
 class _Rows(torch.autograd.Function):
