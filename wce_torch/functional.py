@@ -137,8 +137,8 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     check.unit_interval(target, "target")
     dtype = check.compute_dtype(input.dtype)
     w = torch.ones((), dtype=dtype, device=input.device) if weight is None else weight.to(dtype)
-    losses, *_ = _BinaryCrossEntropy.apply(input.to(dtype), target.to(dtype),
-                                           w.expand(input.shape))
+    losses, _ = _BinaryCrossEntropy.apply(input.to(dtype), target.to(dtype),
+                                          w.expand(input.shape))
     return _reduce(losses, None, reduction, input.shape, process_group).to(input.dtype)
 
 
@@ -431,28 +431,44 @@ def _graph_is_kept() -> bool:
         return True
 
 
+def _bce_logs(p):
+    """``max(log p, -100)`` and ``max(log(1 - p), -100)`` [BCE-CLAMP]."""
+    return (torch.log(p).clamp_min_(BCE_LOG_CLAMP),
+            torch.rsub(p, 1.0).log_().clamp_min_(BCE_LOG_CLAMP))
+
+
 class _BinaryCrossEntropy(torch.autograd.Function):
-    """Per-element [BCE-ELEM] [BCE-CLAMP] with [GRAD-BCE]'s guarded gradient."""
+    """Per-element [BCE-ELEM] [BCE-CLAMP] with [GRAD-BCE]'s guarded gradient. Only the
+    inputs and a mask are saved; the backward pass recomputes the logarithms if the
+    weight or the target needs a gradient."""
 
     @staticmethod
     def forward(p, y, w):
-        log_p = torch.log(p).clamp_min(BCE_LOG_CLAMP)
-        log_1mp = torch.log(1.0 - p).clamp_min(BCE_LOG_CLAMP)
-        per_weight = -(y * log_p + (1.0 - y) * log_1mp)
+        log_p, log_1mp = _bce_logs(p)
+        per_weight = log_p.mul_(y).add_(log_1mp.mul_(torch.rsub(y, 1.0))).neg_()
         bad = ~((p >= 0) & (p <= 1) & (y >= 0) & (y <= 1))  # under torch.compile only
-        return torch.where(bad, torch.nan, w * per_weight), per_weight, log_p - log_1mp, bad
+        return torch.where(bad, torch.nan, per_weight.mul_(w)), bad
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         p, y, w = inputs
-        _, per_weight, log_odds, bad = output
-        ctx.mark_non_differentiable(per_weight, log_odds, bad)
-        ctx.save_for_backward(p, y, w, per_weight, log_odds, bad)
+        _, bad = output
+        ctx.mark_non_differentiable(bad)
+        ctx.save_for_backward(p, y, w, bad)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, ct, *_):
-        p, y, w, per_weight, log_odds, bad = ctx.saved_tensors
-        grad_p = ct * w * (p - y) / (p * (1.0 - p)).clamp_min(BCE_GRAD_EPS)
+    def backward(ctx, ct, _):
+        p, y, w, bad = ctx.saved_tensors
+        denominator = torch.rsub(p, 1.0).mul_(p).clamp_min_(BCE_GRAD_EPS)
+        grad_p = torch.sub(p, y).div_(denominator).mul_(w).mul_(ct)
         grad_p = torch.where(bad, torch.nan, grad_p)
-        return grad_p, -ct * w * log_odds, ct * per_weight
+        grad_y = grad_w = None
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            log_p, log_1mp = _bce_logs(p)
+            if ctx.needs_input_grad[2]:
+                per_weight = torch.mul(y, log_p).add_(torch.rsub(y, 1.0).mul_(log_1mp))
+                grad_w = per_weight.neg_().mul_(ct)
+            if ctx.needs_input_grad[1]:
+                grad_y = log_p.sub_(log_1mp).mul_(w).mul_(ct).neg_()
+        return grad_p, grad_y, grad_w
