@@ -437,6 +437,12 @@ def _bce_logs(p):
             torch.rsub(p, 1.0).log_().clamp_min_(BCE_LOG_CLAMP))
 
 
+def _bce_per_weight(p, y):
+    """``-(y max(log p, -100) + (1 - y) max(log(1 - p), -100))`` [BCE-ELEM]."""
+    log_p, log_1mp = _bce_logs(p)
+    return log_p.mul_(y).add_(log_1mp.mul_(torch.rsub(y, 1.0))).neg_()
+
+
 class _BinaryCrossEntropy(torch.autograd.Function):
     """Per-element [BCE-ELEM] [BCE-CLAMP] with [GRAD-BCE]'s guarded gradient. Only the
     inputs and a mask are saved; the backward pass recomputes the logarithms if the
@@ -444,10 +450,8 @@ class _BinaryCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(p, y, w):
-        log_p, log_1mp = _bce_logs(p)
-        per_weight = log_p.mul_(y).add_(log_1mp.mul_(torch.rsub(y, 1.0))).neg_()
         bad = ~((p >= 0) & (p <= 1) & (y >= 0) & (y <= 1))  # under torch.compile only
-        return torch.where(bad, torch.nan, per_weight.mul_(w)), bad
+        return _bce_per_weight(p, y).mul_(w).masked_fill_(bad, torch.nan), bad
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -462,13 +466,10 @@ class _BinaryCrossEntropy(torch.autograd.Function):
         p, y, w, bad = ctx.saved_tensors
         denominator = torch.rsub(p, 1.0).mul_(p).clamp_min_(BCE_GRAD_EPS)
         grad_p = torch.sub(p, y).div_(denominator).mul_(w).mul_(ct)
-        grad_p = torch.where(bad, torch.nan, grad_p)
-        grad_y = grad_w = None
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+        grad_p.masked_fill_(bad, torch.nan)
+        grad_w = _bce_per_weight(p, y).mul_(ct) if ctx.needs_input_grad[2] else None
+        grad_y = None
+        if ctx.needs_input_grad[1]:  # -w log-odds
             log_p, log_1mp = _bce_logs(p)
-            if ctx.needs_input_grad[2]:
-                per_weight = torch.mul(y, log_p).add_(torch.rsub(y, 1.0).mul_(log_1mp))
-                grad_w = per_weight.neg_().mul_(ct)
-            if ctx.needs_input_grad[1]:
-                grad_y = log_p.sub_(log_1mp).mul_(w).mul_(ct).neg_()
+            grad_y = log_p.sub_(log_1mp).mul_(w).mul_(ct).neg_()
         return grad_p, grad_y, grad_w
