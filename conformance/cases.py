@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from conformance import reference, spec
+from conformance import exact, reference, spec
 from conformance.golden import Case
 
 ALL = spec.DTYPES
@@ -69,8 +69,23 @@ class Definition:
 
 
 def grid(a) -> np.ndarray:
-    """Round to the nearest bfloat16 value; flush magnitudes below float16's normal range."""
+    """Round to the nearest bfloat16 value; flush magnitudes below float16's normal range.
+
+    A value within 2^-48 (16 units in the last place) of a rounding boundary is refused:
+    the random draws pass through the C library's ``log`` (Gaussians) and a multiply-add
+    (uniforms), whose last bit may differ between platforms, and this margin makes sure
+    such a difference can never change an input (spec section 1).
+    """
     a = np.asarray(a, dtype=np.float64)
+    rounded = _bfloat16_grid(a)
+    for nudge in (1.0 - 2.0 ** -48, 1.0 + 2.0 ** -48):
+        if not np.array_equal(_bfloat16_grid(a * nudge), rounded, equal_nan=True):
+            raise GenerationError("an input lies within 2^-48 of a bfloat16 rounding "
+                                  "boundary; draw it differently")
+    return rounded
+
+
+def _bfloat16_grid(a: np.ndarray) -> np.ndarray:
     bits = a.astype(np.float32).view(np.uint32).astype(np.uint64)
     bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
     rounded = bits.astype(np.uint32).view(np.float32).astype(np.float64)
@@ -124,9 +139,8 @@ def class_weights(rng, num_classes, zeros=False):
 
 
 def probabilities(rng, shape, axis=1):
-    x = rng.standard_normal(shape)
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return grid(e / e.sum(axis=axis, keepdims=True))
+    """Softmax of Gaussian logits, rounded exactly (no CPU-dependent ``exp`` or sum)."""
+    return grid(exact.softmax(rng.standard_normal(shape), axis))
 
 
 def unit_interval(rng, shape, low=0.02, high=0.98):
@@ -1045,7 +1059,9 @@ def _gradients(grad_fn, args, **extra) -> dict[str, np.ndarray]:
 
 
 def realize(d: Definition) -> Case:
-    """Run the reference on one definition."""
+    """One golden case: the reference checks the arguments (errors, warnings), and the
+    expected numbers are the exact results rounded once to float64 (conformance/exact.py),
+    which the reference must match (:func:`_agree`)."""
     fn, grad_fn = LOSSES[d.loss]
     if d.shards:
         fn, grad_fn = _on_merged_shards(fn), _on_merged_shards(grad_fn, restack=True)
@@ -1068,20 +1084,22 @@ def realize(d: Definition) -> Case:
         except (ValueError, TypeError):
             traced = "error"
         else:
-            traced = {"output": output}
+            approximate = {"output": output}
             if grad_fn is not None:
                 grad_output = _grad_output(rng, output)
-                traced.update(_gradients(grad_fn, d.args, grad_output=grad_output,
-                                         checked=False))
+                approximate.update(_gradients(grad_fn, d.args, grad_output=grad_output,
+                                              checked=False))
+            traced = _exact(d, grad_output, approximate)
         expected = {"error": kind, "mentions": mentions, "traced": traced}
         if d.loss in DEFAULT_DTYPE_RESULT:
             expected["result_dtype"] = "default"
     else:
         output, caught = _call(fn, d.args)
-        expected = {"output": output}
+        approximate = {"output": output}
         if grad_fn is not None:
             grad_output = _grad_output(rng, output)
-            expected.update(_gradients(grad_fn, d.args, grad_output=grad_output))
+            approximate.update(_gradients(grad_fn, d.args, grad_output=grad_output))
+        expected = _exact(d, grad_output, approximate)
         if d.loss in DEFAULT_DTYPE_RESULT:
             expected["result_dtype"] = "default"
         expected.update(_exact_zeros(d))
@@ -1096,6 +1114,40 @@ def realize(d: Definition) -> Case:
     if not case.dtypes:
         raise GenerationError(f"{d.id}: fits none of the dtypes {d.dtypes}")
     return case
+
+
+#: How far the float64 reference may be from the exact values while generating (norm-wise,
+#: relative): far looser than its measured error (tests/test_golden_files.py), tight
+#: enough to stop a case whose two computations disagree on the formula.
+AGREEMENT = 1e-9
+
+
+def _exact(d: Definition, grad_output, approximate: dict) -> dict:
+    """The exact results of ``d``, checked against the reference's ``approximate`` ones."""
+    results = exact.evaluate(d.loss, d.args, grad_output, merge_shards=bool(d.shards))
+    if results.keys() != approximate.keys():
+        raise GenerationError(f"{d.id}: exact results {sorted(results)} but reference "
+                              f"results {sorted(approximate)}")
+    for name, want in results.items():
+        got = approximate[name]
+        same_shape = np.shape(got) == np.shape(want)
+        if not same_shape or not _agree(got, want):
+            raise GenerationError(f"{d.id}: {name}: the reference gives {got!r}, the exact "
+                                  f"value is {want!r}")
+    return results
+
+
+def _agree(got, want) -> bool:
+    """Same NaN and infinity positions, finite values within :data:`AGREEMENT`."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if not (np.array_equal(np.isnan(got), np.isnan(want))
+            and np.array_equal(np.where(np.isinf(got), got, 0), np.where(np.isinf(want),
+                                                                        want, 0))):
+        return False
+    finite = np.isfinite(want)
+    scale = np.max(np.abs(want[finite]), initial=0.0)
+    return bool(np.max(np.abs(got[finite] - want[finite]), initial=0.0)
+                <= AGREEMENT * max(scale, 1e-300))
 
 
 def _on_merged_shards(fn, restack=False):

@@ -7,12 +7,12 @@ so it favours being obviously right over being fast. Signatures follow
 ``input`` (the vector-Jacobian product with ``grad_output``); the tests check every one
 against central finite differences.
 
-Two choices make the goldens reproducible bit for bit on any machine:
-
-* ``exp``, ``log`` and ``log1p`` go element by element through Python's ``math`` module
-  (the C library's functions) rather than NumPy's SIMD loops, whose last bit depends on
-  the CPU's vector extensions;
-* every sum is ``math.fsum``, the correctly rounded sum, so no summation order enters.
+The golden cases do not come from here: their numbers are the exact results rounded once
+to float64 (conformance/exact.py, spec section 1). This module is the plain, fast
+second opinion on the same formulas: case generation stops when the two disagree
+(conformance/cases.py), and tests/test_golden_files.py measures how far it is from the
+goldens in units in the last place. Its sums are ``math.fsum``, correctly rounded, so
+the only rounding errors left are those of the element-wise operations.
 
 ``checked=True`` is a checked call (spec section 10: bad values raise); ``checked=False``
 computes what a traced call computes instead (spec section 11).
@@ -63,40 +63,19 @@ class ProbabilityInputWarning(UserWarning):
 # Exact element-wise primitives and sums.
 
 
-def _elementwise(f, a):
-    a = np.asarray(a, dtype=np.float64)
-    out = np.empty(a.shape, dtype=np.float64)
-    for idx, v in np.ndenumerate(a):
-        out[idx] = f(float(v))
-    return out
-
-
-def _exp1(v):
-    return math.exp(v) if v <= 709.0 or math.isnan(v) else math.inf
-
-
-def _log1(v):
-    if v > 0 or math.isnan(v):
-        return math.log(v)
-    return -math.inf if v == 0 else math.nan
-
-
-def _log1p1(v):
-    if v > -1 or math.isnan(v):
-        return math.log1p(v)
-    return -math.inf if v == -1 else math.nan
-
-
 def exp(a):
-    return _elementwise(_exp1, a)
+    with np.errstate(over="ignore"):
+        return np.exp(np.asarray(a, dtype=np.float64))
 
 
 def log(a):
-    return _elementwise(_log1, a)
+    with np.errstate(divide="ignore", invalid="ignore"):  # log 0 = -inf, log(<0) = NaN
+        return np.log(np.asarray(a, dtype=np.float64))
 
 
 def log1p(a):
-    return _elementwise(_log1p1, a)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log1p(np.asarray(a, dtype=np.float64))
 
 
 def _fsum1(values) -> float:
@@ -650,8 +629,9 @@ def _raw_weights(n, scheme, beta):
         return 1.0 / np.sqrt(n)
     if scheme == "effective_number":
         # (1 - beta) / (1 - beta^n) written with expm1 so that neither side cancels.
-        log_beta = _log1(beta)
-        return _elementwise(lambda v: math.expm1(log_beta) / math.expm1(v * log_beta), n)
+        log_beta = np.log(beta) if beta > 0 else -np.inf
+        with np.errstate(invalid="ignore"):
+            return np.expm1(log_beta) / np.expm1(n * log_beta)
     frequency = n / total
     return np.median(frequency) / frequency
 
@@ -869,7 +849,7 @@ class _SoftmaxFocalParts(_ClassTargets):
         self.lp = log_softmax(self.rows)
         self.lp_y = self.picked(self.lp)
         self.q = exp(self.lp_y)
-        self.u = -_elementwise(math.expm1, self.lp_y)  # 1 - p_y without cancellation
+        self.u = -np.expm1(self.lp_y)  # 1 - p_y without cancellation
         with np.errstate(invalid="ignore"):
             losses = self.w_y * _power(self.u, gamma) * -self.lp_y
         self.losses = np.where(self.valid, losses, 0.0)
@@ -950,7 +930,7 @@ class _LinearParts:
         self.hidden_shape, self.h, self.w = h.shape, h.reshape(-1, h.shape[-1]), w
         self.a = _matmul(self.h, w.T)
         self.softcap, self.z_loss = softcap, z_loss
-        z = self.a if softcap is None else softcap * _elementwise(math.tanh, self.a / softcap)
+        z = self.a if softcap is None else softcap * np.tanh(self.a / softcap)
         self.ce = _ClassParts(z, target.reshape(-1), class_weight, ignore_index, eps, checked,
                               weight_name="class_weight")
         self.ce.target_shape = target.shape
