@@ -62,6 +62,7 @@ class Definition:
     keep_dtype: tuple[str, ...] = ()
     error: tuple[str, str] | None = None  # (kind, argument the message must name)
     shards: int | None = None  # [DP-GLOBAL]: input and target stacked on axis 0
+    derivatives: bool = False  # section 18: draw tangents, expect the JVP and HVP
 
 
 # ----------------------------------------------------------------------------------
@@ -1013,6 +1014,125 @@ def linear() -> Iterator[Definition]:
                 "target", hidden=h, weight=w, target=np.array([0, 5, 1]))
 
 
+_HVP_CLAUSE = {
+    "cross_entropy": "HVP-CE",
+    "nll_loss": "HVP-NLL",
+    "binary_cross_entropy": "HVP-BCE",
+    "binary_cross_entropy_with_logits": "HVP-BCEL",
+    "sigmoid_focal_loss": "HVP-FOCAL",
+    "softmax_focal_loss": "HVP-FOCAL",
+    "linear_cross_entropy": "HVP-LCE",
+}
+
+
+def derivative(case_id, loss, clauses, **args) -> Definition:
+    """A value case that also carries tangents and expects the JVP and HVP (section 18)."""
+    probability_target = loss == "cross_entropy" and np.asarray(
+        args["target"]).dtype.kind == "f"
+    hvp = "HVP-CEP" if probability_target else _HVP_CLAUSE[loss]
+    return dataclasses.replace(value(case_id, loss, ["JVP", hvp, *clauses], **args),
+                               derivatives=True)
+
+
+def derivatives() -> Iterator[Definition]:
+    """[JVP] [HVP-*]: every loss, its options and the places where a rule takes over from
+    the formula (ignored rows, all ignored, the BCE clamp and guard, saturated focal)."""
+    for reduction in REDUCTIONS:
+        cid = f"hvp-ce-weighted-ignore-{reduction}"
+        rng = rng_for(cid)
+        yield derivative(cid, "cross_entropy", ["CE-WEIGHT", "CE-IGNORE"],
+                         input=logits(rng, (6, 5), scale=2.0),
+                         target=class_targets(rng, (6,), 5, ignore="some"),
+                         weight=class_weights(rng, 5), reduction=reduction)
+        cid = f"hvp-ce-smooth-{reduction}"
+        rng = rng_for(cid)
+        yield derivative(cid, "cross_entropy", ["CE-SMOOTH", "CE-IGNORE"],
+                         input=logits(rng, (5, 4), scale=2.0),
+                         target=class_targets(rng, (5,), 4, ignore="some"),
+                         weight=class_weights(rng, 4), label_smoothing=0.2,
+                         reduction=reduction)
+    rng = rng_for("hvp-ce-kdim-sum")
+    yield derivative("hvp-ce-kdim-sum", "cross_entropy", ["CE-KDIM"],
+                     input=logits(rng, (2, 3, 2, 2)),
+                     target=class_targets(rng, (2, 2, 2), 3, ignore="some"), reduction="sum")
+    yield derivative("hvp-ce-unbatched-mean", "cross_entropy", ["CE-UNBATCHED"],
+                     input=logits(rng_for("hvp-ce-unbatched"), (5,)), target=np.int64(3),
+                     weight=class_weights(rng_for("hvp-ce-unbatched-w"), 5))
+    yield derivative("hvp-ce-all-ignored-mean", "cross_entropy", ["EDGE-ALL-IGNORED"],
+                     input=logits(rng_for("hvp-ce-all-ignored"), (3, 4)),
+                     target=np.array([-100, -100, -100]),
+                     weight=np.array([1.0, 2.0, 3.0, 4.0]))
+    yield derivative("hvp-ce-large-logits-none", "cross_entropy", ["EDGE-LARGE-LOGITS"],
+                     input=np.array([[300.0, -200.0, 0.0], [1e4, 1e4, -1e4], [0.5, 0.0, 40.0]]),
+                     target=np.array([0, 1, 0]), reduction="none")
+    for reduction in ("mean", "none"):
+        cid = f"hvp-cep-weighted-smooth-{reduction}"
+        rng = rng_for(cid)
+        yield derivative(cid, "cross_entropy", ["CE-SMOOTH"],
+                         input=logits(rng, (4, 5), scale=2.0),
+                         target=probabilities(rng, (4, 5)), weight=class_weights(rng, 5),
+                         label_smoothing=0.1, reduction=reduction)
+    rng = rng_for("hvp-nll")
+    yield derivative("hvp-nll-weighted-ignore-mean", "nll_loss", ["CE-IGNORE"],
+                     input=logits(rng, (5, 4)), target=class_targets(rng, (5,), 4, "some"),
+                     weight=class_weights(rng, 4))
+    for reduction in ("mean", "none"):
+        cid = f"hvp-bce-weighted-{reduction}"
+        rng = rng_for(cid)
+        yield derivative(cid, "binary_cross_entropy", ["BCE-WEIGHT"],
+                         input=unit_interval(rng, (4, 3)),
+                         target=binary_targets(rng, (4, 3), soft=True),
+                         weight=class_weights(rng, 3), reduction=reduction)
+    yield derivative("hvp-bce-clamp-guard-none", "binary_cross_entropy",
+                     ["BCE-CLAMP", "GRAD-BCE"],
+                     input=np.array([0.0, 1.0, 0.0, 1.0, 2.0 ** -14, 1.0 - 2.0 ** -8, 0.5]),
+                     target=np.array([0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.25]), reduction="none")
+    for reduction in ("sum", "none"):
+        cid = f"hvp-bcel-pos-weight-{reduction}"
+        rng = rng_for(cid)
+        yield derivative(cid, "binary_cross_entropy_with_logits", ["BCEL-POS-WEIGHT"],
+                         input=logits(rng, (4, 3), scale=3.0),
+                         target=binary_targets(rng, (4, 3), soft=True),
+                         weight=class_weights(rng, 3), pos_weight=class_weights(rng, 3),
+                         reduction=reduction)
+    yield derivative("hvp-bcel-large-logits-none", "binary_cross_entropy_with_logits",
+                     ["EDGE-LARGE-LOGITS"], input=np.array([80.0, -80.0, 30.0, -30.0, 0.0]),
+                     target=np.array([1.0, 1.0, 0.0, 0.0, 0.5]), reduction="none")
+    for gamma in (0.0, 0.5, 1.0, 2.0):
+        for reduction in ("none", "mean"):
+            cid = f"hvp-focal-sigmoid-gamma{gamma}-{reduction}"
+            rng = rng_for(cid)
+            yield derivative(cid, "sigmoid_focal_loss", ["FOCAL-SIGMOID"],
+                             input=logits(rng, (4, 3), scale=3.0),
+                             target=binary_targets(rng, (4, 3)), alpha=0.25, gamma=gamma,
+                             reduction=reduction)
+    yield derivative("hvp-focal-sigmoid-saturated-none", "sigmoid_focal_loss", ["FOCAL-GRAD"],
+                     input=np.array([40.0, -40.0, 0.0, 12.0, -3.0]),
+                     target=np.array([1.0, 0.0, 1.0, 1.0, 1.0]), alpha=0.25, gamma=0.5,
+                     reduction="none")
+    for gamma in (0.0, 0.5, 1.0, 2.0):
+        cid = f"hvp-focal-softmax-gamma{gamma}-mean"
+        rng = rng_for(cid)
+        yield derivative(cid, "softmax_focal_loss", ["FOCAL-SOFTMAX", "CE-IGNORE"],
+                         input=logits(rng, (6, 4), scale=2.0),
+                         target=class_targets(rng, (6,), 4, ignore="some"),
+                         alpha=class_weights(rng, 4), gamma=gamma)
+    yield derivative("hvp-focal-softmax-saturated-none", "softmax_focal_loss", ["FOCAL-GRAD"],
+                     input=np.array([[40.0, 0.0], [12.0, 0.0], [0.5, 1.0]]),
+                     target=np.array([0, 0, 0]), gamma=0.5, reduction="none")
+    for name, option in (("weighted-ignore", {}),
+                         ("all-options", {"label_smoothing": 0.1, "z_loss": 1e-2,
+                                          "softcap": 3.0})):
+        for reduction in ("mean", "none"):
+            cid = f"hvp-lce-{name}-{reduction}"
+            rng = rng_for(cid)
+            yield derivative(cid, "linear_cross_entropy",
+                             ["LCE-GRAD", "CE-IGNORE", "CE-WEIGHT"],
+                             hidden=logits(rng, (5, 4)), weight=logits(rng, (6, 4), scale=0.5),
+                             target=class_targets(rng, (5,), 6, ignore="some"),
+                             class_weight=class_weights(rng, 6), reduction=reduction, **option)
+
+
 GROUPS: tuple[Callable[[], Iterator[Definition]], ...] = (
     cross_entropy_class_targets,
     cross_entropy_smoothing,
@@ -1027,6 +1147,7 @@ GROUPS: tuple[Callable[[], Iterator[Definition]], ...] = (
     focal,
     data_parallel,
     linear,
+    derivatives,
 )
 
 
@@ -1066,7 +1187,7 @@ def realize(d: Definition) -> Case:
     if d.shards:
         fn, grad_fn = _on_merged_shards(fn), _on_merged_shards(grad_fn, restack=True)
     rng = rng_for(d.id + "/grad_output")
-    grad_output = None
+    grad_output = tangents = None
     args = {k: np.asarray(v) if isinstance(v, (np.ndarray, np.generic)) else v
             for k, v in d.args.items()}
     if d.error:
@@ -1099,7 +1220,10 @@ def realize(d: Definition) -> Case:
         if grad_fn is not None:
             grad_output = _grad_output(rng, output)
             approximate.update(_gradients(grad_fn, d.args, grad_output=grad_output))
-        expected = _exact(d, grad_output, approximate)
+        if d.derivatives:
+            tangents = _tangents(d)
+            approximate.update(_higher_derivatives(d, tangents, grad_output))
+        expected = _exact(d, grad_output, approximate, tangents)
         if d.loss in DEFAULT_DTYPE_RESULT:
             expected["result_dtype"] = "default"
         expected.update(_exact_zeros(d))
@@ -1109,7 +1233,7 @@ def realize(d: Definition) -> Case:
         if names:
             expected["warns"] = names.pop()
     case = Case(d.id, d.loss, list(d.clauses), [], args, list(d.keep_dtype), grad_output,
-                expected, shards=d.shards)
+                expected, shards=d.shards, tangents=tangents)
     case.dtypes = [dt for dt in d.dtypes if _fits(case, dt)]
     if not case.dtypes:
         raise GenerationError(f"{d.id}: fits none of the dtypes {d.dtypes}")
@@ -1122,9 +1246,30 @@ def realize(d: Definition) -> Case:
 AGREEMENT = 1e-9
 
 
-def _exact(d: Definition, grad_output, approximate: dict) -> dict:
+def _tangents(d: Definition) -> dict[str, np.ndarray]:
+    """Directions for the JVP and HVP: one per differentiated argument, on the grid."""
+    rng = rng_for(d.id + "/tangent")
+    names = ("hidden", "weight") if d.loss == "linear_cross_entropy" else ("input",)
+    return {name: grid(rng.uniform(-2.0, 2.0, size=np.shape(d.args[name])))
+            for name in names}
+
+
+def _higher_derivatives(d: Definition, tangents, grad_output) -> dict[str, np.ndarray]:
+    """The reference's JVP and HVP [JVP] [HVP-*]."""
+    tangent = tangents if d.loss == "linear_cross_entropy" else tangents["input"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", reference.ProbabilityInputWarning)
+        jvp = reference.jvp(d.loss, tangent, **d.args)
+        hvp = reference.hvp(d.loss, tangent, grad_output=grad_output, **d.args)
+    hvp = hvp if isinstance(hvp, dict) else {"input": hvp}
+    return {"jvp_output": np.asarray(jvp, np.float64),
+            **{f"hvp_{k}": np.asarray(v, np.float64) for k, v in hvp.items()}}
+
+
+def _exact(d: Definition, grad_output, approximate: dict, tangents=None) -> dict:
     """The exact results of ``d``, checked against the reference's ``approximate`` ones."""
-    results = exact.evaluate(d.loss, d.args, grad_output, merge_shards=bool(d.shards))
+    results = exact.evaluate(d.loss, d.args, grad_output, tangents,
+                             merge_shards=bool(d.shards))
     if results.keys() != approximate.keys():
         raise GenerationError(f"{d.id}: exact results {sorted(results)} but reference "
                               f"results {sorted(approximate)}")
@@ -1182,11 +1327,12 @@ def _fits(case: Case, dtype: str) -> bool:
               and k not in case.keep_dtype and v.dtype.kind == "f"]
     if case.grad_output is not None:
         arrays.append(case.grad_output)
+    arrays += list((case.tangents or {}).values())
     if not all(representable(a, dtype) for a in arrays):
         return False
     if dtype == "float16":
         results = [v for k, v in case.expected.items()
-                   if k == "output" or k.startswith("grad_")]
+                   if k == "output" or k.startswith(("grad_", "jvp_", "hvp_"))]
         traced = case.expected.get("traced")
         if isinstance(traced, dict):
             results += list(traced.values())

@@ -53,6 +53,8 @@ BCE_GRAD_EPS = 9.999999960041972e-13  # [GRAD-BCE]: 1e-12 rounded to float32
 def to_float64(x) -> float:
     """The float64 nearest to the mpmath number ``x`` (ties to even), with gradual
     underflow to subnormals and overflow to ``±inf``: one correct rounding."""
+    if not isinstance(x, mpf):
+        x = mpf(x)
     if mpmath.isnan(x):
         return math.nan
     if mpmath.isinf(x):
@@ -82,8 +84,93 @@ def _m(v) -> mpf:
     return mpf(float(v))
 
 
+class Dual:
+    """``v + d·ε`` with ``ε² = 0``: carried through the formulas below, the ``d`` part is
+    the exact directional derivative (spec section 18): of the loss, the JVP; of the
+    gradient, the Hessian-vector product. Comparisons look at ``v`` alone, so every
+    branch (a clamp, an ignored row) is taken as in the value."""
+
+    __slots__ = ("v", "d")
+
+    def __init__(self, v, d):
+        self.v, self.d = v, d
+
+    def __add__(self, o):
+        return Dual(self.v + _v(o), self.d + _d(o))
+
+    __radd__ = __add__
+
+    def __sub__(self, o):
+        return Dual(self.v - _v(o), self.d - _d(o))
+
+    def __rsub__(self, o):
+        return Dual(_v(o) - self.v, _d(o) - self.d)
+
+    def __mul__(self, o):
+        return Dual(self.v * _v(o), self.d * _v(o) + self.v * _d(o))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, o):
+        if not isinstance(o, Dual):
+            return Dual(_div(self.v, o), _div(self.d, o))
+        return Dual(self.v / o.v, (self.d * o.v - self.v * o.d) / (o.v * o.v))
+
+    def __rtruediv__(self, o):
+        return Dual(_v(o) / self.v, -_v(o) * self.d / (self.v * self.v))
+
+    def __neg__(self):
+        return Dual(-self.v, -self.d)
+
+    def __pow__(self, n):
+        return Dual(self.v ** n, n * self.v ** (n - 1) * self.d)
+
+    def __abs__(self):
+        return -self if self.v < 0 else self
+
+    def __lt__(self, o):
+        return self.v < _v(o)
+
+    def __le__(self, o):
+        return self.v <= _v(o)
+
+    def __gt__(self, o):
+        return self.v > _v(o)
+
+    def __ge__(self, o):
+        return self.v >= _v(o)
+
+    def __eq__(self, o):
+        return self.v == _v(o)
+
+    __hash__ = None
+
+
+def _v(x):
+    return x.v if isinstance(x, Dual) else x
+
+
+def _d(x):
+    return x.d if isinstance(x, Dual) else 0
+
+
+def _lift(f, derivative):
+    """``f`` on numbers, extended to dual numbers with ``f'`` given by ``derivative``."""
+    def lifted(a):
+        if isinstance(a, Dual):
+            return Dual(f(a.v), derivative(a.v) * a.d)
+        return f(a)
+    return lifted
+
+
+def _isnan(a):
+    return mpmath.isnan(_v(a))
+
+
 def _div(a, b):
     """IEEE division: ``x / 0`` is ``±inf`` and ``0 / 0`` NaN."""
+    if isinstance(a, Dual) or isinstance(b, Dual):
+        return Dual(_v(a), _d(a)) / b
     if b == 0 and not mpmath.isnan(b):
         if a == 0 or mpmath.isnan(a):
             return _NAN
@@ -91,45 +178,47 @@ def _div(a, b):
     return a / b
 
 
-def _log(a):
+def _log_number(a):
     if mpmath.isnan(a) or a < 0:
         return _NAN
     return mpmath.log(a)
 
 
-def _log1p(a):
+def _log1p_number(a):
     if mpmath.isnan(a) or a < -1:
         return _NAN
     return mpmath.log1p(a)
 
 
-def _sqrt(a):
+def _sqrt_number(a):
     return _NAN if mpmath.isnan(a) or a < 0 else mpmath.sqrt(a)
 
 
-def _exp(a):
-    return mpmath.exp(a)
+_exp = _lift(mpmath.exp, mpmath.exp)
+_expm1 = _lift(mpmath.expm1, mpmath.exp)
+_log = _lift(_log_number, lambda a: _div(mpf(1), a))
+_log1p = _lift(_log1p_number, lambda a: _div(mpf(1), 1 + a))
+_sqrt = _lift(_sqrt_number, lambda a: _div(mpf(1), 2 * _sqrt_number(a)))
+_tanh = _lift(mpmath.tanh, lambda a: 1 - mpmath.tanh(a) ** 2)
 
 
 def _max(values):
     """Maximum that is NaN as soon as one value is NaN (NumPy's ``max``)."""
     values = list(values)
-    if any(mpmath.isnan(v) for v in values):
+    if any(_isnan(v) for v in values):
         return _NAN
-    return max(values)
+    return max(values, key=_v)
 
 
 def _maximum(a, b):
-    return _NAN if mpmath.isnan(a) or mpmath.isnan(b) else max(a, b)
+    return _NAN if _isnan(a) or _isnan(b) else (a if _v(a) >= _v(b) else b)
 
 
 def _minimum(a, b):
-    return _NAN if mpmath.isnan(a) or mpmath.isnan(b) else min(a, b)
+    return _NAN if _isnan(a) or _isnan(b) else (a if _v(a) <= _v(b) else b)
 
 
-def _sum(values):
-    """The sum at working precision, NaN for NaN or ``inf - inf``."""
-    values = list(values)
+def _sum_numbers(values):
     if any(mpmath.isnan(v) for v in values):
         return _NAN
     infs = {1 if v > 0 else -1 for v in values if mpmath.isinf(v)}
@@ -140,38 +229,75 @@ def _sum(values):
     return mpmath.fsum(values)
 
 
+def _sum(values):
+    """The sum at working precision, NaN for NaN or ``inf - inf``."""
+    values = list(values)
+    if any(isinstance(v, Dual) for v in values):
+        return Dual(_sum_numbers([_v(v) for v in values]),
+                    _sum_numbers([_d(v) for v in values]))
+    return _sum_numbers(values)
+
+
 def _power(u, gamma):
-    """``u^gamma`` with ``u^0 = 1``, also at ``u = 0``."""
+    """``u^gamma`` with ``u^0 = 1``, also at ``u = 0``, where its derivative is taken as 0
+    [FOCAL-GRAD]."""
     if gamma == 0:
         return mpf(1)
-    if mpmath.isnan(u):
+    if _isnan(u):
         return _NAN
-    return mpf(0) if u == 0 else mpmath.power(u, gamma)
+    if _v(u) == 0:
+        return mpf(0)
+    if isinstance(u, Dual):
+        return Dual(mpmath.power(u.v, gamma), gamma * mpmath.power(u.v, gamma - 1) * u.d)
+    return mpmath.power(u, gamma)
 
 
 def _power_derivative_term(u, gamma, factor):
     """``gamma u^(gamma-1) factor``, 0 where ``u = 0`` [FOCAL-GRAD]."""
-    if gamma == 0 or not u > 0:
+    if gamma == 0 or not _v(u) > 0:
         return mpf(0)
-    return gamma * mpmath.power(u, gamma - 1) * factor
+    return gamma * _power(u, gamma - 1) * factor
 
 
 # ----------------------------------------------------------------------------------
 # Layout: (N, C, d1..dk) <-> (M, C) rows, reductions and the upstream gradient.
 
 
-def _rows(a):
-    """(C,) or (N, C, d1..dk) -> list of M rows of C mpmath numbers (spec section 0)."""
+class Tangent:
+    """An input array with a tangent of its shape: its entries enter as :class:`Dual`."""
+
+    def __init__(self, value, tangent):
+        self.value = np.asarray(value, dtype=np.float64)
+        self.tangent = np.broadcast_to(np.asarray(tangent, dtype=np.float64),
+                                       self.value.shape)
+        self.shape, self.ndim = self.value.shape, self.value.ndim
+
+
+def _numbers(a) -> np.ndarray:
+    """An input as an object array of exact numbers (dual numbers for a :class:`Tangent`)."""
+    if isinstance(a, Tangent):
+        out = np.empty(a.shape, dtype=object)
+        for index in np.ndindex(a.shape):
+            out[index] = Dual(_m(a.value[index]), _m(a.tangent[index]))
+        return out
     a = np.asarray(a, dtype=np.float64)
+    out = np.empty(a.shape, dtype=object)
+    for index in np.ndindex(a.shape):
+        out[index] = _m(a[index])
+    return out
+
+
+def _rows(a):
+    """(C,) or (N, C, d1..dk) -> list of M rows of C exact numbers (spec section 0)."""
+    a = _numbers(a)
     rows = a[None, :] if a.ndim == 1 else np.moveaxis(a, 1, -1).reshape(-1, a.shape[1])
-    return [[_m(v) for v in row] for row in rows]
+    return [list(row) for row in rows]
 
 
 def _unrows(rows, shape):
-    """Inverse of :func:`_rows`, as a float64 array (rounded once, entry by entry)."""
+    """Inverse of :func:`_rows`, as an object array."""
     num_classes = shape[0] if len(shape) == 1 else shape[1]
-    flat = np.array([[to_float64(v) for v in row] for row in rows],
-                    dtype=np.float64).reshape(len(rows), num_classes)
+    flat = _array([v for row in rows for v in row], (len(rows), num_classes))
     if len(shape) == 1:
         return flat[0]
     moved = (shape[0],) + tuple(shape[2:]) + (shape[1],)
@@ -183,26 +309,32 @@ def _num_classes(input):
 
 
 def _flat(a, shape=None):
-    a = np.asarray(a, dtype=np.float64)
+    a = _numbers(a)
     if shape is not None:
         a = np.broadcast_to(a, shape)
-    return [_m(v) for v in a.ravel()]
+    return list(a.ravel())
 
 
 def _array(values, shape):
-    return np.array([to_float64(v) for v in values], dtype=np.float64).reshape(shape)
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out.reshape(shape)
 
 
-def _reduce(losses, reduction, denominator, shape):
-    """[CE-NONE] [CE-SUM] [CE-MEAN] and their twins for the other losses."""
+def _reduce(losses, reduction, denominator, shape, counted=None):
+    """[CE-NONE] [CE-SUM] [CE-MEAN] and their twins for the other losses. ``counted``:
+    the number of elements that enter the mean (all of them unless given)."""
     if reduction == "none":
         return _array(losses, shape)
     total = _sum(losses)
     if reduction == "sum":
-        return np.float64(to_float64(total))
-    if denominator == 0:
-        return np.float64(np.nan)  # [EDGE-ALL-IGNORED] [EDGE-EMPTY] [EDGE-ZERO-WEIGHT-SUM]
-    return np.float64(to_float64(_div(total, denominator)))
+        return total
+    if denominator == 0:  # [EDGE-ALL-IGNORED] [EDGE-EMPTY] [EDGE-ZERO-WEIGHT-SUM]
+        counted = len(losses) if counted is None else counted
+        # [JVP]: the tangent is the gradient's contraction, 0 when nothing counts
+        return Dual(_NAN, mpf(0) if counted == 0 else _NAN) if isinstance(
+            total, Dual) else _NAN
+    return _div(total, denominator)
 
 
 def _row_scale(grad_output, reduction, denominator, count):
@@ -270,7 +402,7 @@ def _class_cross_entropy(input, target, weight, ignore_index, reduction, eps, gr
         if eps > 0:
             loss = loss + (eps / num_classes) * _sum(wc * -v for wc, v in zip(t.w, lp))
         losses.append(loss if t.valid[i] else mpf(0))
-    output = _reduce(losses, reduction, t.D, np.shape(target))
+    output = _reduce(losses, reduction, t.D, np.shape(target), sum(t.valid))
     if grad_output is None:
         return output, None
     s = _row_scale(grad_output, reduction, t.D, len(rows))
@@ -331,7 +463,7 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean", *,
     t = _Targets(target, weight, ignore_index, num_classes)
     losses = [-t.w_y[i] * t.picked(i, row) if t.valid[i] else mpf(0)
               for i, row in enumerate(rows)]
-    output = _reduce(losses, reduction, t.D, np.shape(target))
+    output = _reduce(losses, reduction, t.D, np.shape(target), sum(t.valid))
     if grad_output is None:
         return output, None
     s = _row_scale(grad_output, reduction, t.D, len(rows))
@@ -353,10 +485,10 @@ def softmax_focal_loss(input, target, alpha=None, gamma=2.0, ignore_index=-100,
     gamma = _m(gamma)
     lps = [_log_softmax(r) for r in rows]
     lp_y = [t.picked(i, lp) for i, lp in enumerate(lps)]
-    u = [-mpmath.expm1(v) for v in lp_y]  # 1 - p_y without cancellation
+    u = [-_expm1(v) for v in lp_y]  # 1 - p_y without cancellation
     losses = [t.w_y[i] * _power(u[i], gamma) * -lp_y[i] if t.valid[i] else mpf(0)
               for i in range(len(rows))]
-    output = _reduce(losses, reduction, t.D, np.shape(target))
+    output = _reduce(losses, reduction, t.D, np.shape(target), sum(t.valid))
     if grad_output is None:
         return output, None
     s = _row_scale(grad_output, reduction, t.D, len(rows))
@@ -388,24 +520,32 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean", *,
     p, y = _flat(input), _flat(target)
     w = _flat(1.0 if weight is None else weight, shape)
     bad = [_outside_unit_interval(a) or _outside_unit_interval(b) for a, b in zip(p, y)]
+    eta = _m(BCE_GRAD_EPS)
     losses = []
     for pi, yi, wi, bi in zip(p, y, w, bad):
-        log_p = _maximum(_log(pi), BCE_LOG_CLAMP)
-        log_1mp = _maximum(_log(1 - pi), BCE_LOG_CLAMP)
-        losses.append(_NAN if bi else -wi * (yi * log_p + (1 - yi) * log_1mp))
+        pv = _v(pi)
+        log_p = _maximum(_log(pv), BCE_LOG_CLAMP)
+        log_1mp = _maximum(_log(1 - pv), BCE_LOG_CLAMP)
+        loss = _NAN if bi else -wi * (yi * log_p + (1 - yi) * log_1mp)
+        if isinstance(pi, Dual):  # [JVP]: the tangent goes through the guarded gradient
+            slope = _NAN if bi else _div(wi * (pv - yi), _maximum(pv * (1 - pv), eta))
+            loss = Dual(loss, slope * pi.d)
+        losses.append(loss)
     count = mpf(len(p))
     output = _reduce(losses, reduction, count, shape)
     if grad_output is None:
         return output, None
     s = _row_scale(grad_output, reduction, count, len(p))
-    eta = _m(BCE_GRAD_EPS)
     grad = [_NAN if bi else _div(si * wi * (pi - yi), _maximum(pi * (1 - pi), eta))
             for si, wi, pi, yi, bi in zip(s, w, p, y, bad)]
     return output, {"input": _array(grad, shape)}
 
 
 def _log_sigmoid(x):
-    """``min(x, 0) - log1p(exp(-|x|))`` [BCEL-ELEM]."""
+    """``min(x, 0) - log1p(exp(-|x|))`` [BCEL-ELEM], whose derivative is
+    ``sigmoid(-x)`` (also at ``x = 0``, where the two branches meet)."""
+    if isinstance(x, Dual):
+        return Dual(_log_sigmoid(x.v), _exp(_log_sigmoid(-x.v)) * x.d)
     return _minimum(x, 0) - _log1p(_exp(-abs(x)))
 
 
@@ -483,11 +623,11 @@ def linear_cross_entropy(hidden, weight, target, *, class_weight=None, ignore_in
     """[LCE-ELEM] [LCE-ZLOSS] [LCE-SOFTCAP]; gradients [LCE-GRAD] for hidden and weight."""
     del chunk_size  # a schedule, not a value
     hidden_shape = np.shape(hidden)
-    h = [_flat(row) for row in np.asarray(hidden, np.float64).reshape(-1, hidden_shape[-1])]
-    w = [_flat(row) for row in np.asarray(weight, np.float64)]
+    h = [list(row) for row in _numbers(hidden).reshape(-1, hidden_shape[-1])]
+    w = [list(row) for row in _numbers(weight)]
     a = _matmul(h, [list(col) for col in zip(*w)])
     cap = None if softcap is None else _m(softcap)
-    z = a if cap is None else [[cap * mpmath.tanh(v / cap) for v in row] for row in a]
+    z = a if cap is None else [[cap * _tanh(v / cap) for v in row] for row in a]
     num_classes = len(w)
     t = _Targets(target, class_weight, ignore_index, num_classes)
     eps, zl = _m(label_smoothing), _m(z_loss)
@@ -501,7 +641,7 @@ def linear_cross_entropy(hidden, weight, target, *, class_weight=None, ignore_in
         if zl:
             loss = loss + zl * t.w_y[i] * lses[i] ** 2
         losses.append(loss if t.valid[i] else mpf(0))
-    output = _reduce(losses, reduction, t.D, np.shape(target))
+    output = _reduce(losses, reduction, t.D, np.shape(target), sum(t.valid))
     if grad_output is None:
         return output, None
     s = _row_scale(grad_output, reduction, t.D, len(z))
@@ -526,10 +666,8 @@ def linear_cross_entropy(hidden, weight, target, *, class_weight=None, ignore_in
     grad_hidden = _matmul(gz, w)
     grad_weight = _matmul([list(col) for col in zip(*gz)], h)
     return output, {
-        "hidden": np.array([[to_float64(v) for v in row] for row in grad_hidden],
-                           dtype=np.float64).reshape(hidden_shape),
-        "weight": np.array([[to_float64(v) for v in row] for row in grad_weight],
-                           dtype=np.float64).reshape(np.shape(weight)),
+        "hidden": _array([v for row in grad_hidden for v in row], hidden_shape),
+        "weight": _array([v for row in grad_weight for v in row], np.shape(weight)),
     }
 
 
@@ -670,12 +808,27 @@ class PrecisionExhausted(ArithmeticError):
     """No two successive working precisions agreed on every float64 bit."""
 
 
-def _results(fn, args, grad_output, precision):
+def _round(a, part) -> np.ndarray:
+    """Float64 array of the value (``part=_v``) or tangent (``part=_d``) of exact numbers."""
+    a = np.asarray(a, dtype=object)
+    out = np.empty(a.shape, dtype=np.float64)
+    for index in np.ndindex(a.shape):
+        out[index] = to_float64(part(a[index]))
+    return out
+
+
+def _results(fn, args, grad_output, tangents, precision):
+    if tangents:
+        args = dict(args, **{k: Tangent(args[k], t) for k, t in tangents.items()})
     with mp.workprec(precision):
         output, grads = fn(**args, grad_output=grad_output)
-    results = {"output": np.asarray(output, dtype=np.float64)}
-    for name, g in (grads or {}).items():
-        results[f"grad_{name}"] = np.asarray(g, dtype=np.float64)
+        results = {"output": _round(output, _v)}
+        for name, g in (grads or {}).items():
+            results[f"grad_{name}"] = _round(g, _v)
+        if tangents:
+            results["jvp_output"] = _round(output, _d)
+            for name, g in (grads or {}).items():
+                results[f"hvp_{name}"] = _round(g, _d)
     return results
 
 
@@ -686,9 +839,13 @@ def _same_bits(a: dict, b: dict) -> bool:
         for k in a)
 
 
-def evaluate(loss: str, args: dict, grad_output=None, merge_shards=False) -> dict:
+def evaluate(loss: str, args: dict, grad_output=None, tangents=None,
+             merge_shards=False) -> dict:
     """The correctly rounded float64 results of ``loss`` on ``args``:
-    ``{"output": ..., "grad_<argument>": ...}`` (gradients only with ``grad_output``).
+    ``{"output": ..., "grad_<argument>": ...}`` (gradients only with ``grad_output``);
+    with ``tangents`` (``{argument: array}``) also ``"jvp_output"``, the directional
+    derivative of the output, and ``"hvp_<argument>"``, that of the gradient (spec
+    section 18).
 
     ``merge_shards``: ``input`` and ``target`` hold data-parallel shards on axis 0
     [DP-GLOBAL]; the result is that of the concatenated batch, the gradient stacked back.
@@ -697,9 +854,9 @@ def evaluate(loss: str, args: dict, grad_output=None, merge_shards=False) -> dic
     if merge_shards:
         shape = np.shape(args["input"])
         args = dict(args, input=_merged(args["input"]), target=_merged(args["target"]))
-    previous = _results(fn, args, grad_output, PRECISIONS[0])
+    previous = _results(fn, args, grad_output, tangents, PRECISIONS[0])
     for precision in PRECISIONS[1:]:
-        current = _results(fn, args, grad_output, precision)
+        current = _results(fn, args, grad_output, tangents, precision)
         if _same_bits(previous, current):
             if merge_shards and "grad_input" in current:
                 current["grad_input"] = current["grad_input"].reshape(shape)

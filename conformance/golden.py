@@ -11,6 +11,9 @@ with one case per line. A case is::
      "keep_dtype": [arguments not converted to the run dtype],
      "shards": S,   # optional [DP-GLOBAL]: input and target carry S shards on axis 0
      "grad_output": array,                        # cotangent of the output (value cases)
+     "tangents": {argument: array},               # optional, spec section 18: then
+                                                  # expected has "jvp_output" and
+                                                  # "hvp_<argument>" for each
      "expected": {"output": array, "grad_input": array,  # no gradient: neither this
                                                           # nor grad_output; other
                                                           # arguments: grad_<name>
@@ -113,6 +116,7 @@ class Case:
     expected: dict[str, Any]
     source: str = ""  # file it came from, for messages
     shards: int | None = None  # [DP-GLOBAL]: input and target hold shards on axis 0
+    tangents: dict[str, np.ndarray] | None = None  # section 18: directions of JVP and HVP
 
     @property
     def is_error(self) -> bool:
@@ -134,6 +138,8 @@ class Case:
             obj["grad_output"] = encode_array(self.grad_output)
         if self.shards is not None:
             obj["shards"] = self.shards
+        if self.tangents is not None:
+            obj["tangents"] = {k: encode_array(v) for k, v in self.tangents.items()}
         return obj
 
 
@@ -163,6 +169,8 @@ def _decode_case(obj: dict, source: str) -> Case:
             expected=expected,
             source=source,
             shards=obj.get("shards"),
+            tangents=({k: decode_array(v) for k, v in obj["tangents"].items()}
+                      if "tangents" in obj else None),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise GoldenFormatError(f"{where}: malformed ({type(exc).__name__}: {exc})") from exc
@@ -186,6 +194,12 @@ def _validate(case: Case, where: str) -> None:
             any(k.startswith("grad_") for k in case.expected) != (case.grad_output is not None)):
         raise GoldenFormatError(f"{where}: a value case needs output, and grad_<argument> "
                                 f"with grad_output or neither")
+    derivatives = {k for k in case.expected if k.startswith(("jvp_", "hvp_"))}
+    wanted = set() if case.tangents is None else (
+        {"jvp_output"} | {f"hvp_{k}" for k in case.tangents})
+    if derivatives != wanted or (wanted and case.grad_output is None):
+        raise GoldenFormatError(f"{where}: tangents need jvp_output, hvp_<argument> for each "
+                                f"tangent and grad_output; got {sorted(derivatives)}")
 
 
 def case_files(directory: Path | None = None) -> list[Path]:

@@ -357,6 +357,24 @@ class _ClassParts(_ClassTargets):
         rows = np.where(self.valid[:, None], rows, 0.0)
         return _unrows(rows, self.input_shape)
 
+    def hvp(self, grad_output, reduction, tangent):
+        """[HVP-CE]: row ``s_i ((1-eps) w[y_i] + (eps/C) W) dp_i``, 0 for ignored rows."""
+        s = _row_scale(grad_output, reduction, self.D, len(self.y))
+        dp = _softmax_tangent(exp(self.lp), _rows(tangent))
+        with np.errstate(invalid="ignore", over="ignore"):
+            coef = s * (1.0 - self.eps) * self.w_y
+            rows = coef[:, None] * dp
+            if self.eps > 0:
+                rows = rows + (s * self.eps / self.num_classes)[:, None] * fsum(self.w) * dp
+        rows = np.where(self.valid[:, None], rows, 0.0)
+        return _unrows(rows, self.input_shape)
+
+
+def _softmax_tangent(p, t):
+    """``dp = p (t - <p, t>)``: the derivative of softmax rows ``p`` along ``t`` [HVP-CE]."""
+    with np.errstate(invalid="ignore"):
+        return p * (t - fsum(p * t, axis=1)[:, None])
+
 
 class _ProbabilityParts:
     """[CEP-ELEM] [CEP-MEAN]"""
@@ -393,6 +411,14 @@ class _ProbabilityParts:
         wt = self.w * self.t
         with np.errstate(invalid="ignore", over="ignore"):
             rows = s[:, None] * (fsum(wt, axis=1)[:, None] * exp(self.lp) - wt)
+        return _unrows(rows, self.input_shape)
+
+    def hvp(self, grad_output, reduction, tangent):
+        """[HVP-CEP]: row ``s_i (sum_k w_k t'_ik) dp_i``."""
+        s = _row_scale(grad_output, reduction, self.D, len(self.losses))
+        dp = _softmax_tangent(exp(self.lp), _rows(tangent))
+        with np.errstate(invalid="ignore", over="ignore"):
+            rows = s[:, None] * fsum(self.w * self.t, axis=1)[:, None] * dp
         return _unrows(rows, self.input_shape)
 
 
@@ -452,6 +478,10 @@ class _NLLParts(_ClassTargets):
         rows[np.arange(len(self.y)), self.y_safe] = coef
         rows[self.bad] = np.nan
         return _unrows(rows, self.input_shape)
+
+    def hvp(self, grad_output, reduction, tangent):
+        """[HVP-NLL]: the loss is linear in its input, so 0."""
+        return np.zeros(self.input_shape)
 
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean", *,
@@ -529,6 +559,17 @@ class _BCEParts:
         grad = s * self.w * (self.p - self.y) / denominator
         return np.where(self.bad, np.nan, grad)
 
+    def hvp(self, grad_output, reduction, tangent):
+        """[HVP-BCE]: ``s w t (d - (p - y)(1 - 2p)) / d^2`` with ``d = p (1-p)``, and
+        ``s w t / eta`` where the denominator is held at ``eta``."""
+        s = _row_scale(grad_output, reduction, self.D, self.p.size).reshape(self.p.shape)
+        d = self.p * (1.0 - self.p)
+        held = d < BCE_GRAD_EPS
+        with np.errstate(invalid="ignore", divide="ignore"):
+            slope = np.where(held, 1.0 / BCE_GRAD_EPS,
+                             (d - (self.p - self.y) * (1.0 - 2.0 * self.p)) / (d * d))
+        return np.where(self.bad, np.nan, s * self.w * np.asarray(tangent) * slope)
+
 
 def binary_cross_entropy(input, target, weight=None, reduction="mean", *, checked=True):
     """Binary cross-entropy of probabilities ``input`` in [0, 1].
@@ -577,6 +618,12 @@ class _BCELogitsParts:
         s = _row_scale(grad_output, reduction, self.D, self.x.size).reshape(self.x.shape)
         sigmoid_neg_x = exp(log_sigmoid(-self.x))
         return s * self.w * ((1.0 - self.y) - self.q * sigmoid_neg_x)
+
+    def hvp(self, grad_output, reduction, tangent):
+        """[HVP-BCEL]: ``s w q sigmoid(x) sigmoid(-x) t``."""
+        s = _row_scale(grad_output, reduction, self.D, self.x.size).reshape(self.x.shape)
+        curvature = exp(log_sigmoid(self.x)) * exp(log_sigmoid(-self.x))
+        return s * self.w * self.q * curvature * np.asarray(tangent)
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
@@ -812,6 +859,22 @@ class _SigmoidFocalParts:
                  + _power(self.u, self.gamma) * dce)
         return s * self.alpha_t * d
 
+    def hvp(self, grad_output, reduction, tangent):
+        """[HVP-FOCAL]: the derivative of the gradient's ``P'(u) u' ce + P(u) ce'``
+        (``P(u) = u^gamma``, ``u' = (1-2y) a b``, ``ce' = (1-y) - b``, ``a = sigmoid(x)``,
+        ``b = sigmoid(-x)``), with every power of ``u`` taken as 0 where ``u = 0``."""
+        s = _row_scale(grad_output, reduction, self.D, self.x.size).reshape(self.x.shape)
+        a, b, u, g = self.sig_x, self.sig_neg_x, self.u, self.gamma
+        du = (1.0 - 2.0 * self.y) * a * b
+        ddu = du * (b - a)
+        dce = (1.0 - self.y) - b
+        with np.errstate(invalid="ignore"):
+            second = (_power_derivative_term(u, g, ddu * self.ce + 2.0 * du * dce)
+                      + _power(u, g) * a * b)
+            if g != 0:  # gamma (gamma-1) u^(gamma-2) u'^2 ce
+                second = second + g * _power_derivative_term(u, g - 1, du * du * self.ce)
+        return s * self.alpha_t * second * np.asarray(tangent)
+
 
 def sigmoid_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="none", *,
                        checked=True):
@@ -869,6 +932,27 @@ class _SoftmaxFocalParts(_ClassTargets):
         with np.errstate(invalid="ignore", over="ignore"):
             coef = s * self.w_y * b  # formed first, [EDGE-ZERO-WEIGHT-SUM]
             rows = coef[:, None] * (p - onehot)
+        rows = np.where(self.valid[:, None], rows, 0.0)
+        return _unrows(rows, self.input_shape)
+
+    def hvp(self, grad_output, reduction, tangent):
+        """[HVP-FOCAL]: row ``s_i w[y_i] (dB_i (p_i - e_{y_i}) + B_i dp_i)`` with
+        ``dB = -gamma (lp_y + 2) u^(gamma-1) dq + gamma (gamma-1) q lp_y u^(gamma-2) dq``,
+        ``dq = q (t_y - <p, t>)``, powers of ``u`` taken as 0 where ``u = 0``."""
+        s = _row_scale(grad_output, reduction, self.D, len(self.y))
+        g, u, q, lp_y = self.gamma, self.u, self.q, self.lp_y
+        p = exp(self.lp)
+        dp = _softmax_tangent(p, _rows(tangent))
+        dq = self.picked(dp)
+        onehot = np.zeros_like(p)
+        onehot[np.arange(len(self.y)), self.y_safe] = 1.0
+        with np.errstate(invalid="ignore", over="ignore"):
+            b = _power(u, g) - _power_derivative_term(u, g, q * lp_y)
+            db = -_power_derivative_term(u, g, (lp_y + 2.0) * dq)
+            if g != 0:
+                db = db + g * _power_derivative_term(u, g - 1, q * lp_y * dq)
+            coef = s * self.w_y
+            rows = coef[:, None] * (db[:, None] * (p - onehot) + b[:, None] * dp)
         rows = np.where(self.valid[:, None], rows, 0.0)
         return _unrows(rows, self.input_shape)
 
@@ -944,19 +1028,69 @@ class _LinearParts:
     def output(self, reduction):
         return self.ce.output(reduction)
 
-    def grad(self, grad_output, reduction):
-        """[LCE-GRAD]"""
-        g = self.ce.grad(grad_output, reduction)  # d/dz of the cross-entropy part
+    def _grad_z(self, grad_output, reduction):
+        """d loss / d z: the cross-entropy part [GRAD-CE] plus the z-loss's."""
+        g = self.ce.grad(grad_output, reduction)
         if self.z_loss:
             s = _row_scale(grad_output, reduction, self.ce.D, len(self.ce.y))
             with np.errstate(invalid="ignore", over="ignore"):
                 coef = s * 2.0 * self.z_loss * self.ce.w_y * self.lse
                 g = g + np.where(self.ce.valid[:, None],
                                  coef[:, None] * exp(self.ce.lp), 0.0)
-        if self.softcap is not None:
-            g = g * (1.0 - (self.z / self.softcap) ** 2)
+        return g
+
+    def _cap_slope(self):
+        """dz/da of the softcap, ``1 - (z/c)^2`` [LCE-SOFTCAP]."""
+        return 1.0 if self.softcap is None else 1.0 - (self.z / self.softcap) ** 2
+
+    def grad(self, grad_output, reduction):
+        """[LCE-GRAD]"""
+        g = self._grad_z(grad_output, reduction) * self._cap_slope()
         return {"hidden": _matmul(g, self.w).reshape(self.hidden_shape),
                 "weight": _matmul(g.T, self.h)}
+
+    def _da(self, tangent):
+        """The logits' tangent ``t_h W^T + h t_W^T``."""
+        th = np.asarray(tangent["hidden"], np.float64).reshape(self.h.shape)
+        return _matmul(th, self.w.T) + _matmul(self.h, np.asarray(tangent["weight"]).T), th
+
+    def jvp(self, reduction, tangent):
+        """[JVP]: the gradient with respect to the logits, contracted with their tangent."""
+        da, _ = self._da(tangent)
+        ones = 1.0 if reduction != "none" else np.ones(len(self.ce.y))
+        g = self._grad_z(ones, reduction) * self._cap_slope()
+        with np.errstate(invalid="ignore"):
+            per_row = fsum(g * da, axis=1)
+        if reduction == "none":
+            return per_row.reshape(self.ce.target_shape)
+        return fsum(per_row)
+
+    def hvp(self, grad_output, reduction, tangent):
+        """[HVP-LCE]: with ``G = d loss/d z``, ``f`` the softcap's slope and ``dz = f da``,
+        ``d(G f) = dG f + G df`` (``df = -2 z dz / c^2``); then
+        ``hvp_hidden = d(G f) W + G f t_W`` and ``hvp_weight = d(G f)^T h + (G f)^T t_h``,
+        where ``dG`` is [HVP-CE]'s plus the z-loss's ``s 2 z_loss w_y (<p, dz> p + lse dp)``."""
+        da, th = self._da(tangent)
+        f = self._cap_slope()
+        dz = da * f
+        g = self._grad_z(grad_output, reduction)
+        dg = self.ce.hvp(grad_output, reduction, dz)
+        if self.z_loss:
+            s = _row_scale(grad_output, reduction, self.ce.D, len(self.ce.y))
+            p = exp(self.ce.lp)
+            with np.errstate(invalid="ignore", over="ignore"):
+                coef = s * 2.0 * self.z_loss * self.ce.w_y
+                dlse = fsum(p * dz, axis=1)
+                dz_loss = coef[:, None] * (dlse[:, None] * p + self.lse[:, None]
+                                          * _softmax_tangent(p, dz))
+            dg = dg + np.where(self.ce.valid[:, None], dz_loss, 0.0)
+        dgz = dg * f
+        if self.softcap is not None:
+            dgz = dgz + g * (-2.0 * self.z * dz / self.softcap ** 2)
+        gz = g * f
+        tw = np.asarray(tangent["weight"], np.float64)
+        return {"hidden": (_matmul(dgz, self.w) + _matmul(gz, tw)).reshape(self.hidden_shape),
+                "weight": _matmul(dgz.T, self.h) + _matmul(gz.T, th)}
 
 
 def linear_cross_entropy(hidden, weight, target, *, class_weight=None, ignore_index=-100,
@@ -976,3 +1110,66 @@ def linear_cross_entropy_grad(hidden, weight, target, *, class_weight=None, igno
     parts = _LinearParts(hidden, weight, target, class_weight, ignore_index, reduction,
                          label_smoothing, z_loss, softcap, chunk_size, checked)
     return parts.grad(grad_output, reduction)
+
+
+# ----------------------------------------------------------------------------------
+# Higher derivatives (spec section 18).
+
+
+def _parts(loss, args):
+    """The parts object of ``loss`` on keyword arguments ``args``, and the reduction."""
+    a = dict(args)
+    a.setdefault("reduction", "none" if loss == "sigmoid_focal_loss" else "mean")
+    checked = a.pop("checked", True)
+    r = a["reduction"]
+    if loss == "cross_entropy":
+        return _cross_entropy_parts(a["input"], a["target"], a.get("weight"),
+                                    a.get("ignore_index", -100), r,
+                                    a.get("label_smoothing", 0.0), checked), r
+    if loss == "nll_loss":
+        return _NLLParts(a["input"], a["target"], a.get("weight"), a.get("ignore_index", -100),
+                         r, checked), r
+    if loss == "binary_cross_entropy":
+        return _BCEParts(a["input"], a["target"], a.get("weight"), r, checked), r
+    if loss == "binary_cross_entropy_with_logits":
+        return _BCELogitsParts(a["input"], a["target"], a.get("weight"), r,
+                               a.get("pos_weight")), r
+    if loss == "sigmoid_focal_loss":
+        return _SigmoidFocalParts(a["input"], a["target"], a.get("alpha", 0.25),
+                                  a.get("gamma", 2.0), r), r
+    if loss == "softmax_focal_loss":
+        return _SoftmaxFocalParts(a["input"], a["target"], a.get("alpha"), a.get("gamma", 2.0),
+                                  a.get("ignore_index", -100), r, checked), r
+    if loss == "linear_cross_entropy":
+        return _LinearParts(a["hidden"], a["weight"], a["target"], a.get("class_weight"),
+                            a.get("ignore_index", -100), r, a.get("label_smoothing", 0.0),
+                            a.get("z_loss", 0.0), a.get("softcap"), a.get("chunk_size"),
+                            checked), r
+    raise ValueError(f"no derivatives for {loss!r}")
+
+
+def jvp(loss, tangent, **args):
+    """[JVP] The directional derivative of ``loss``'s output along ``tangent`` (an array of
+    the input's shape; for linear_cross_entropy ``{"hidden": ..., "weight": ...}``): the
+    gradient for an upstream 1 per output element, contracted with the tangent over the
+    entries each output element depends on (its row, or itself for the binary losses)."""
+    parts, reduction = _parts(loss, args)
+    if loss == "linear_cross_entropy":
+        return parts.jvp(reduction, tangent)
+    shape = np.shape(parts.output("none"))
+    g = parts.grad(np.ones(shape) if reduction == "none" else 1.0, reduction)
+    with np.errstate(invalid="ignore"):
+        product = g * np.asarray(tangent, np.float64)
+    if reduction != "none":
+        return fsum(product)
+    if loss in ("binary_cross_entropy", "binary_cross_entropy_with_logits",
+                "sigmoid_focal_loss"):
+        return product
+    return fsum(_rows(product), axis=1).reshape(shape)
+
+
+def hvp(loss, tangent, grad_output=1.0, **args):
+    """[HVP-*] The directional derivative along ``tangent`` of the gradient of section 9
+    (the Hessian of ``<grad_output, output>`` times the tangent), from each loss's formula."""
+    parts, reduction = _parts(loss, args)
+    return parts.hvp(grad_output, reduction, tangent)

@@ -64,3 +64,51 @@ def test_gradient_matches_finite_differences(case):
             assert abs(numeric - analytic[index]) <= 1e-6 * scale + 1e-8 * abs(
                 analytic[index]), (f"{case.id} d/d{name} at {index}: finite differences "
                                    f"{numeric!r}, analytic {analytic[index]!r}")
+
+
+DERIVATIVE_CASES = [c for c in golden.load_cases() if c.tangents is not None]
+
+
+def _gradient_along(case, step):
+    """The reference's gradients at ``args + step * tangents``."""
+    args = dict(case.args)
+    for name, t in case.tangents.items():
+        args[name] = np.asarray(case.args[name], np.float64) + step * t
+    grads = getattr(reference, case.loss + "_grad")(**args, grad_output=case.grad_output,
+                                                    checked=False)
+    return grads if isinstance(grads, dict) else {"input": grads}
+
+
+@pytest.mark.parametrize("case", DERIVATIVE_CASES,
+                         ids=[case_id(c) for c in DERIVATIVE_CASES])
+def test_hvp_and_jvp_match_finite_differences(case):
+    """[HVP-*]: the reference's analytic HVP against central differences of its analytic
+    gradient along the tangent; [JVP] against those of its value (where the value is
+    differentiable: not at the BCE clamp, whose JVP goes through the held gradient)."""
+    tangent = case.tangents if case.loss == "linear_cross_entropy" else case.tangents["input"]
+    hvp = reference.hvp(case.loss, tangent, grad_output=case.grad_output, **case.args)
+    hvp = hvp if isinstance(hvp, dict) else {"input": hvp}
+    h = 1e-6
+    plus, minus = _gradient_along(case, h), _gradient_along(case, -h)
+    for name, analytic in hvp.items():
+        numeric = (plus[name] - minus[name]) / (2 * h)
+        finite = np.isfinite(analytic)
+        held = np.zeros(analytic.shape, bool)
+        if case.loss == "binary_cross_entropy":  # the guard switches inside +-h
+            p = np.asarray(case.args["input"])
+            held = (p * (1 - p)) < 1e-4
+        scale = max(np.max(np.abs(analytic[finite & ~held]), initial=0.0), 1e-300)
+        error = np.max(np.abs(numeric - analytic)[finite & ~held], initial=0.0)
+        assert error <= 1e-6 * scale, f"{case.id} hvp_{name}: {error:.3g} vs {scale:.3g}"
+    if case.loss == "binary_cross_entropy" and held.any():
+        return
+    jvp = np.asarray(reference.jvp(case.loss, tangent, **case.args))
+    args_plus, args_minus = dict(case.args), dict(case.args)
+    for name, t in case.tangents.items():
+        args_plus[name] = np.asarray(case.args[name], np.float64) + h * t
+        args_minus[name] = np.asarray(case.args[name], np.float64) - h * t
+    fn = getattr(reference, case.loss)
+    numeric = (np.asarray(fn(**args_plus)) - np.asarray(fn(**args_minus))) / (2 * h)
+    finite = np.isfinite(jvp) & np.isfinite(numeric)
+    scale = max(np.max(np.abs(jvp[finite]), initial=0.0), 1e-300)
+    assert np.max(np.abs(numeric - jvp)[finite], initial=0.0) <= 1e-6 * scale + 1e-9, case.id
