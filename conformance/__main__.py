@@ -121,7 +121,7 @@ def _run(args) -> int:
     jobs = args.jobs or workers.default_jobs()
     update, close = _progress(runner.count_runs(loaded, selected, dtypes), "conformance")
     try:
-        if jobs > 1 and len(selected) > workers.CHUNK:
+        if jobs > 1 and len(selected) > workers.CHUNK and workers.loadable(loaded):
             records = workers.run([a.name for a in loaded], selected, dtypes, args.cases,
                                   jobs, update)
         else:

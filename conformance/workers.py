@@ -43,6 +43,11 @@ def _cases(source: str | None) -> dict[str, Case]:
     return {c.id: c for c in load(source)}
 
 
+def loadable(loaded: list[adapters.Adapter]) -> bool:
+    """Whether a worker process can load each of these adapters by its name."""
+    return all(type(a).__module__ == adapters.KNOWN.get(a.name) for a in loaded)
+
+
 def _work(name: str, dtype: str, case_ids: tuple[str, ...], source: str | None):
     adapter = adapters.load(name)
     cases = _cases(source)
