@@ -1,5 +1,5 @@
-"""``python -m conformance check MODULE:FUNCTION --loss LOSS``: your own loss against the
-golden cases of ``LOSS``.
+"""Your own loss against the golden cases of one loss: ``python -m conformance check
+MODULE:FUNCTION --loss LOSS`` and :func:`conformance.assert_conforms`.
 
 The function is called like ``torch.nn.functional``'s losses: the first argument
 (``input``) positionally, the others by their names in the spec (``target``,
@@ -7,14 +7,17 @@ The function is called like ``torch.nn.functional``'s losses: the first argument
 and only those that differ from the spec's defaults, so a function need not accept
 options it does not implement (the cases that use them then fail, and say why).
 
-``--framework`` says what the function takes and returns: NumPy arrays (no gradients
-are checked), JAX arrays (the gradient comes from ``jax.vjp``, under ``jax.jit``), or
-torch tensors (the gradient from autograd). ``--layout channels_last`` moves the class
-axis last before the call and moves the gradient back, for functions with JAX's layout.
+``framework`` says what the function takes and returns: NumPy arrays (no gradients are
+checked), JAX arrays (the gradient from ``jax.vjp``; called eagerly for the cases whose
+eager behaviour differs, errors and warnings, and under ``jax.jit`` for every case, as
+the wce_jax adapter does), or torch tensors (the gradient from autograd).
+``layout="channels_last"`` moves the class axis last before the call and moves the
+gradient back, for functions with JAX's layout.
 
 A case whose call raises where the spec expects a value fails with the exception's type,
 message and the line that raised; a case that expects an error passes when the call
-raises anything.
+raises anything. When the function is a known peer (from ``torch.nn.functional`` or
+``optax``), the departures the spec documents for it are reported as deviations.
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ import inspect
 
 import numpy as np
 
-from conformance import reference
-from conformance.adapters import Adapter, Outcome, split_args
+from conformance import reference, spec
+from conformance.adapters import Adapter, Outcome
+from conformance.adapters import runners
 from conformance.golden import Case
 
 FRAMEWORKS = ("numpy", "jax", "torch")
-LAYOUTS = ("channels_first", "channels_last")
+LAYOUTS = runners.LAYOUTS
 
 
 class CheckError(ValueError):
@@ -60,12 +64,33 @@ def _defaults(loss: str) -> dict:
     return {p.name: p.default for p in parameters if p.default is not p.empty}
 
 
+def peer_deviations(fn) -> tuple[str, dict[str, str]]:
+    """(peer name, documented departures) when ``fn`` belongs to a known peer, else
+    ("", {}). torch.nn.functional's are the clauses SPEC.md marks *torch: differs*;
+    optax's are its adapter's (conformance/adapters/optax.py)."""
+    module = getattr(fn, "__module__", "") or ""
+    if module.startswith("torch.nn.functional") or module == "torch._C._nn" or (
+            module.startswith("torch") and getattr(fn, "__name__", "") in _torch_losses()):
+        return "torch.nn.functional", spec.torch_deviations()
+    if module.split(".")[0] == "optax":
+        from conformance.adapters.optax import ADAPTER
+
+        return "optax", dict(ADAPTER.deviations)
+    return "", {}
+
+
+def _torch_losses():
+    from conformance.adapters import TORCH_LOSSES
+
+    return TORCH_LOSSES
+
+
 class UserAdapter(Adapter):
     """Runs a user's function on the golden cases of one loss."""
 
     exact_errors = False  # any exception answers a case that expects an error
 
-    def __init__(self, target: str, loss: str, framework: str = "numpy",
+    def __init__(self, target, loss: str, framework: str = "numpy",
                  layout: str = "channels_first"):
         if framework not in FRAMEWORKS:
             raise CheckError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")
@@ -73,20 +98,37 @@ class UserAdapter(Adapter):
             raise CheckError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         if not hasattr(reference, loss) or loss.endswith("_grad"):
             raise CheckError(f"unknown loss {loss!r}")
-        self.fn = load_function(target)
+        if callable(target):
+            self.fn = target
+            target = f"{getattr(target, '__module__', '?')}:" \
+                     f"{getattr(target, '__qualname__', repr(target))}"
+        else:
+            self.fn = load_function(target)
         self.name, self.description = target, f"{target} ({framework}, {layout})"
         self.losses = frozenset({loss})
         self.framework, self.layout = framework, layout
         self.gradients = framework != "numpy"
-        self.traced = False
+        self.traced = framework == "jax"
         self.dtypes = (("float64", "float32", "float16") if framework == "numpy"
                        else ("float64", "float32", "bfloat16", "float16"))
         self.defaults = _defaults(loss)
+        self.peer, self.deviations = peer_deviations(self.fn)
+        if framework == "jax":
+            runners.jax_compilation_cache()
 
     def unsupported(self, case: Case) -> str | None:
         if case.shards:
             return "data-parallel case"
         return None
+
+    def modes(self, case: Case) -> tuple[str, ...]:
+        if self.framework == "jax":  # as the wce_jax adapter: eager where it differs
+            return runners.jax_modes(case)
+        return ("checked",)
+
+    def release(self):
+        if self.framework == "jax":
+            runners.release_jax()
 
     def _arguments(self, case: Case) -> dict:
         return {k: v for k, v in case.args.items()
@@ -95,28 +137,11 @@ class UserAdapter(Adapter):
     def call(self, case: Case, dtype: str, traced: bool) -> Outcome:
         trimmed = Case(**{**case.__dict__, "args": self._arguments(case)})
         if self.framework == "torch":
-            from conformance.adapters.torch_nn import run_torch
-
-            if self.layout == "channels_last":
-                raise CheckError("--layout channels_last is for the numpy and jax frameworks")
-            return run_torch(self.fn, trimmed, dtype)
+            return runners.run_torch(self.fn, trimmed, dtype, self.layout)
         if self.framework == "jax":
-            from conformance.adapters.wce_jax import run_jax
-
-            return run_jax(self.fn, trimmed, dtype, traced=True, layout=self.layout)
-        return _run_numpy(self.fn, trimmed, dtype, self.layout)
+            return runners.run_jax(self.fn, trimmed, dtype, traced, self.layout)
+        return runners.run_numpy(self.fn, trimmed, dtype, self.layout)
 
 
 def _same(value, default) -> bool:
     return not isinstance(value, np.ndarray) and value == default
-
-
-def _run_numpy(fn, case: Case, dtype: str, layout: str) -> Outcome:
-    from conformance.adapters.wce_jax import channels_last
-
-    args = split_args(case, dtype, lambda a, dt: np.asarray(a).astype(dt))
-    if layout == "channels_last":
-        args, _ = channels_last(case, args)
-    x = args.pop("input")
-    output = np.asarray(fn(x, **args))
-    return Outcome(output.astype(np.float64), None, str(output.dtype), None)

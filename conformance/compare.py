@@ -15,6 +15,7 @@ class Comparison:
     abs_err: float  # max |got - want| over finite positions
     rel_err: float  # abs_err / max |want| (norm-wise); abs_err when want is all zero
     reason: str = ""
+    kind: str = ""  # why not ok: "shape", "non-finite", "zero" or "value"
 
 
 def compare(got, want, dtype: str, zero_mask=None, tolerance=None) -> Comparison:
@@ -29,7 +30,8 @@ def compare(got, want, dtype: str, zero_mask=None, tolerance=None) -> Comparison
     got = np.asarray(got, dtype=np.float64)
     want = np.asarray(want, dtype=np.float64)
     if got.shape != want.shape:
-        return Comparison(False, np.inf, np.inf, f"shape {got.shape}, expected {want.shape}")
+        return Comparison(False, np.inf, np.inf, f"shape {got.shape}, expected {want.shape}",
+                          "shape")
     finite = np.isfinite(want)
     abs_err = float(np.max(np.abs(got[finite] - want[finite]), initial=0.0))
     if np.isnan(abs_err):
@@ -39,13 +41,14 @@ def compare(got, want, dtype: str, zero_mask=None, tolerance=None) -> Comparison
     same_nonfinite = np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(
         np.where(np.isinf(got), got, 0.0), np.where(np.isinf(want), want, 0.0))
     if not same_nonfinite:
-        return Comparison(False, abs_err, rel_err, _nonfinite_reason(got, want))
+        return Comparison(False, abs_err, rel_err, _nonfinite_reason(got, want), "non-finite")
     if zero_mask is not None and np.any(got[np.asarray(zero_mask, bool)] != 0.0):
-        return Comparison(False, abs_err, rel_err, "nonzero where the spec requires exact 0")
+        return Comparison(False, abs_err, rel_err, "nonzero where the spec requires exact 0",
+                          "zero")
     if abs_err > tol.atol + tol.rtol * scale:
         return Comparison(False, abs_err, rel_err,
                           f"error {abs_err:.3g} > atol {tol.atol:g} + rtol {tol.rtol:g} "
-                          f"* {scale:.3g}")
+                          f"* {scale:.3g}", "value")
     return Comparison(True, abs_err, rel_err)
 
 

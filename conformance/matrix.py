@@ -19,18 +19,19 @@ from collections import defaultdict
 
 from conformance import adapters as adapter_registry
 from conformance import runner, spec
-from conformance.runner import DEVIATES, FAIL, NA, PASS, Record
+from conformance.runner import DEVIATES, FAIL, NA, PASS, Failure, Record
 
-
-_KINDS = (("raised", "raises"), ("did not raise", "no error"), ("non-finite", "NaN/inf"),
-          ("no ProbabilityInputWarning", "no warning"), (": dtype ", "dtype"))
+#: The failure kinds a cell names (in this order), and the words it uses.
+_KINDS = ((Failure.RAISED, "raises"), (Failure.NO_ERROR, "no error"),
+          (Failure.NON_FINITE, "NaN/inf"), (Failure.NO_WARNING, "no warning"),
+          (Failure.DTYPE, "dtype"))
 
 
 def _worst(records: list[Record]) -> str:
     """What kind of failure the failing runs show, or their largest relative error."""
-    details = " ".join(r.detail for r in records)
-    kinds = [word for marker, word in _KINDS if marker in details]
-    errors = [e for r in records if "> atol" in r.detail for e in (r.loss_rel, r.grad_rel)
+    seen = {k for r in records for k in r.kinds}
+    kinds = [word for kind, word in _KINDS if kind in seen]
+    errors = [e for r in records if Failure.VALUE in r.kinds for e in (r.loss_rel, r.grad_rel)
               if e is not None and math.isfinite(e) and e > 0]
     if errors:
         kinds.append(f"{max(errors):.1e}")

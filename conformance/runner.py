@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import math
 import sys
 import traceback
 import warnings
 from collections import Counter, defaultdict
-from typing import Iterable, TextIO
-
-import numpy as np
+from typing import Callable, Iterable, TextIO
 
 from conformance import spec
 from conformance.adapters import Adapter
@@ -19,6 +18,26 @@ from conformance.compare import Comparison, compare
 from conformance.golden import Case
 
 PASS, FAIL, DEVIATES, NA = "pass", "FAIL", "deviates", "n/a"
+
+
+class Failure(str, enum.Enum):
+    """What kind of problem a failing (or deviating) run showed."""
+
+    VALUE = "value"            # a number outside the spec's tolerance
+    NON_FINITE = "non-finite"  # NaN or inf where the spec has another value (or vice versa)
+    SHAPE = "shape"            # a result of the wrong shape
+    ZERO = "zero"              # nonzero where the spec requires an exact 0 [CE-IGNORE]
+    DTYPE = "dtype"            # a result of the wrong dtype
+    NO_GRADIENT = "no gradient"
+    RAISED = "raised"          # an exception where the spec has a value
+    NO_ERROR = "no error"      # a value where the spec requires an error
+    WRONG_ERROR = "wrong error"  # another exception type, or one not naming the argument
+    NO_WARNING = "no warning"
+    EXTRA_WARNING = "unexpected warning"
+
+
+_COMPARISON_KIND = {"shape": Failure.SHAPE, "non-finite": Failure.NON_FINITE,
+                    "zero": Failure.ZERO, "value": Failure.VALUE}
 
 
 @dataclasses.dataclass
@@ -35,9 +54,13 @@ class Record:
     detail: str = ""
     unchecked: list[str] = dataclasses.field(default_factory=list)  # clauses left n/a
     deviating: list[str] = dataclasses.field(default_factory=list)  # documented departures
+    kinds: list[Failure] = dataclasses.field(default_factory=list)  # what went wrong
+    #: the clauses a failure is charged to: those that explain it (see ``_charged``)
+    charged: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict:
         obj = dataclasses.asdict(self)
+        obj["kinds"] = [k.value for k in self.kinds]
         for key in ("loss_abs", "loss_rel", "grad_abs", "grad_rel"):
             if obj[key] is not None and not math.isfinite(obj[key]):
                 obj[key] = str(obj[key])
@@ -49,13 +72,24 @@ class _Check:
 
     def __init__(self):
         self.problems: list[str] = []
+        self.kinds: list[Failure] = []
+        self.where: set[str] = set()  # "loss", "grad", "error", "warning", "traced"
         self.errors = {"loss": (None, None), "grad": (None, None)}
+
+    def fail(self, kind: Failure, where: str, mode: str, text: str):
+        self.problems.append(text)
+        if kind not in self.kinds:
+            self.kinds.append(kind)
+        self.where.add(where)
+        if mode == "traced":
+            self.where.add("traced")
 
     def note(self, what: str, mode: str, comparison: Comparison):
         abs_err, rel_err = self.errors[what]
         self.errors[what] = (_max(abs_err, comparison.abs_err), _max(rel_err, comparison.rel_err))
         if not comparison.ok:
-            self.problems.append(f"{mode} {what}: {comparison.reason}")
+            self.fail(_COMPARISON_KIND.get(comparison.kind, Failure.VALUE), what, mode,
+                      f"{mode} {what}: {comparison.reason}")
 
 
 def _max(a, b):
@@ -87,7 +121,8 @@ def _check_values(check: _Check, adapter, case, dtype, mode, outcome, want, zero
     check.note("loss", mode, compare(outcome.output, want["output"], dtype,
                                      want.get("zero_output") if zeros else None))
     if not ok_dtype:
-        check.problems.append(f"{mode} loss: dtype {outcome.output_dtype}, expected {dtype}")
+        check.fail(Failure.DTYPE, "dtype", mode,
+                   f"{mode} loss: dtype {outcome.output_dtype}, expected {dtype}")
     if not adapter.gradients:
         return
     for key in (k for k in want if k.startswith("grad_")):
@@ -95,12 +130,14 @@ def _check_values(check: _Check, adapter, case, dtype, mode, outcome, want, zero
         got, got_dtype = ((outcome.grad_input, outcome.grad_dtype) if name == "input"
                           else outcome.grads.get(name, (None, None)))
         if got is None:
-            check.problems.append(f"{mode}: no gradient with respect to {name}")
+            check.fail(Failure.NO_GRADIENT, "grad", mode,
+                       f"{mode}: no gradient with respect to {name}")
             continue
         zero_mask = want.get("zero_grad") if zeros and name == "input" else None
         check.note("grad", mode, compare(got, want[key], dtype, zero_mask))
         if got_dtype != dtype:
-            check.problems.append(f"{mode} grad {name}: dtype {got_dtype}, expected {dtype}")
+            check.fail(Failure.DTYPE, "dtype", mode,
+                       f"{mode} grad {name}: dtype {got_dtype}, expected {dtype}")
 
 
 def _check_raises(check: _Check, adapter, case, dtype, mode, traced):
@@ -113,11 +150,14 @@ def _check_raises(check: _Check, adapter, case, dtype, mode, traced):
             type(exc).__name__ == kind or isinstance(exc, {"ValueError": ValueError,
                                                            "TypeError": TypeError}[kind])
         ):
-            check.problems.append(f"{mode}: {_describe(exc)}; expected {kind}")
+            check.fail(Failure.WRONG_ERROR, "error", mode,
+                       f"{mode}: {_describe(exc)}; expected {kind}")
         elif adapter.exact_errors and mentions not in str(exc):
-            check.problems.append(f"{mode}: the {kind} does not name {mentions!r}: {exc}")
+            check.fail(Failure.WRONG_ERROR, "error", mode,
+                       f"{mode}: the {kind} does not name {mentions!r}: {exc}")
     else:
-        check.problems.append(f"{mode}: did not raise (expected {kind} naming {mentions!r})")
+        check.fail(Failure.NO_ERROR, "error", mode,
+                   f"{mode}: did not raise (expected {kind} naming {mentions!r})")
 
 
 HALF = ("bfloat16", "float16")
@@ -162,41 +202,87 @@ def run_case(adapter: Adapter, case: Case, dtype: str) -> Record:
                 if not traced:
                     _check_warnings(check, adapter, case, warned)
         except Exception as exc:  # noqa: BLE001 - a crash is a failure of this case only
-            check.problems.append(f"{mode}: {_describe(exc)}")
+            check.fail(Failure.RAISED, "raised", mode, f"{mode}: {_describe(exc)}")
     (record.loss_abs, record.loss_rel), (record.grad_abs, record.grad_rel) = (
         check.errors["loss"], check.errors["grad"])
     if not check.problems:
         record.status = PASS
         return record
     record.detail = "; ".join(check.problems)
+    record.kinds = check.kinds
     # The case's own departures explain a failure first; [GEN-HALF] only what is left.
     record.deviating = ([c for c in case.clauses if c in adapter.deviations]
                         or [c for c in covered(case, dtype) if c in adapter.deviations])
     if record.deviating:
         record.status = DEVIATES
         record.detail = f"[{', '.join(record.deviating)}] {record.detail}"
+        record.charged = list(record.deviating)
     else:
         record.status = FAIL
+        record.charged = _charged(record.clauses, check.where)
     return record
+
+
+# Which clauses can explain a problem found in one part of a run, by clause-id prefix.
+_EXPLAINS = {
+    "grad": ("GRAD-", "FOCAL-GRAD", "LCE-GRAD"),
+    "error": ("ERR-", "CW-ERRORS", "LCE-ERRORS"),
+    "warning": ("WARN-",),
+    "traced": ("TRACE-",),
+    "dtype": ("GEN-RESULT-DTYPE", "GEN-PARAM-DTYPE", "GEN-HALF", "CW-DTYPE"),
+}
+
+
+def _charged(clauses: list[str], where: set[str]) -> list[str]:
+    """The clauses a failure is charged to: a wrong gradient to the gradient clauses, a
+    missing error to the error clauses, a wrong traced result to the traced clauses, a
+    missing warning to the warning clauses, a wrong dtype to the dtype clauses; a wrong
+    loss value to the value clauses (those of none of these kinds), and a wrong gradient
+    that comes with a wrong loss to the loss alone. Where no clause of the right kind is
+    listed, all of them."""
+    charged: list[str] = []
+    parts = set(where) - ({"grad"} if where & {"loss", "raised"} else set())
+    for part in sorted(parts):
+        if part in ("loss", "raised"):
+            kinds = [c for c in clauses if not any(c.startswith(p)
+                                                   for ps in _EXPLAINS.values() for p in ps)]
+        else:
+            kinds = [c for c in clauses if c.startswith(_EXPLAINS[part])]
+        charged += [c for c in kinds if c not in charged]
+    if "traced" in where and any(c.startswith("TRACE-") for c in clauses):
+        # A traced-mode problem is what the traced clauses are about.
+        charged = [c for c in charged if c.startswith("TRACE-")] or charged
+    return charged or list(clauses)
 
 
 def _check_warnings(check: _Check, adapter, case, warned):
     expected = case.expected.get("warns")
     if expected and expected not in warned:
-        check.problems.append(f"checked: no {expected}")
+        check.fail(Failure.NO_WARNING, "warning", "checked", f"checked: no {expected}")
     if not expected and adapter.exact_errors and "ProbabilityInputWarning" in warned:
-        check.problems.append("checked: unexpected ProbabilityInputWarning")
+        check.fail(Failure.EXTRA_WARNING, "warning", "checked",
+                   "checked: unexpected ProbabilityInputWarning")
 
 
-def run(adapters: Iterable[Adapter], cases: list[Case], dtypes: Iterable[str]) -> list[Record]:
+def run(adapters: Iterable[Adapter], cases: list[Case], dtypes: Iterable[str],
+        progress: Callable[[int], None] | None = None) -> list[Record]:
+    """Every case in every dtype it applies to, adapter by adapter, in this process;
+    ``progress(n)`` is told of every ``n`` runs done."""
     records = []
     for adapter in adapters:
         for dtype in dtypes:
             for case in cases:
                 if dtype in case.dtypes:
                     records.append(run_case(adapter, case, dtype))
+                    if progress:
+                        progress(1)
             adapter.release()
     return records
+
+
+def count_runs(adapters, cases: list[Case], dtypes: Iterable[str]) -> int:
+    dtypes = list(dtypes)
+    return len(list(adapters)) * sum(d in c.dtypes for c in cases for d in dtypes)
 
 
 # ----------------------------------------------------------------------------------
@@ -209,7 +295,9 @@ def _fmt(v):
     return f"{v:.1e}" if math.isfinite(v) else str(v)
 
 
-def print_report(records: list[Record], out: TextIO | None = None, only_failures=False):
+def print_report(records: list[Record], out: TextIO | None = None, verbose=False):
+    """The failures and deviations with their errors (every row with ``verbose``), the
+    clause summary and the totals."""
     out = out or sys.stdout
     sections = defaultdict(list)
     for r in records:
@@ -217,9 +305,10 @@ def print_report(records: list[Record], out: TextIO | None = None, only_failures
     width = max((len(r.case) for r in records), default=10)
     for (impl, dtype), rows in sections.items():
         if all(r.status == NA for r in rows) and len({r.detail for r in rows}) == 1:
-            print(f"\n== {impl} · {dtype}: n/a ({rows[0].detail}) ==", file=out)
+            if verbose:
+                print(f"\n== {impl} · {dtype}: n/a ({rows[0].detail}) ==", file=out)
             continue
-        shown = [r for r in rows if r.status in (FAIL, DEVIATES)] if only_failures else rows
+        shown = rows if verbose else [r for r in rows if r.status in (FAIL, DEVIATES)]
         if not shown:
             continue
         print(f"\n== {impl} · {dtype} ==", file=out)
@@ -229,14 +318,18 @@ def print_report(records: list[Record], out: TextIO | None = None, only_failures
             print(f"{r.case:<{width}}  {r.status:<8}  {_fmt(r.loss_abs):>8}  "
                   f"{_fmt(r.loss_rel):>8}  {_fmt(r.grad_abs):>8}  {_fmt(r.grad_rel):>8}  "
                   f"{r.detail}", file=out)
-    print_clause_summary(records, out)
+    print_clause_summary(records, out, verbose=verbose)
     print_totals(records, out)
 
 
 def clause_summary(records: list[Record]) -> dict[str, dict[str, Counter]]:
+    """clause -> implementation -> status -> runs. A failing or deviating run counts
+    against the clauses it is charged to (the ones that explain it), and toward no other."""
     table: dict[str, dict[str, Counter]] = {c: defaultdict(Counter) for c in spec.clauses()}
     for r in records:
         for clause in r.clauses:
+            if r.status in (FAIL, DEVIATES) and r.charged and clause not in r.charged:
+                continue
             table.setdefault(clause, defaultdict(Counter))[r.impl][r.status] += 1
         for clause in r.unchecked:
             table.setdefault(clause, defaultdict(Counter))[r.impl][NA] += 1
@@ -252,11 +345,13 @@ def _cell(counter: Counter) -> str:
     return ", ".join(parts)
 
 
-def print_clause_summary(records: list[Record], out: TextIO | None = None):
+def print_clause_summary(records: list[Record], out: TextIO | None = None, verbose=True):
+    """The clause table; without ``verbose``, only the clauses some run checked."""
     out = out or sys.stdout
     impls = list(dict.fromkeys(r.impl for r in records))
     table = clause_summary(records)
-    cells = {c: [_cell(table[c][i]) for i in impls] for c in table}
+    cells = {c: [_cell(table[c][i]) for i in impls] for c in table
+             if verbose or any(table[c][i] for i in impls)}
     widths = [max([len(i)] + [len(cells[c][k]) for c in cells]) for k, i in enumerate(impls)]
     print("\n== summary by clause (case runs over all dtypes) ==", file=out)
     print(f"{'clause':<22}" + "".join(f"  {i:<{w}}" for i, w in zip(impls, widths)), file=out)
@@ -276,17 +371,12 @@ def print_totals(records: list[Record], out: TextIO | None = None):
 
 
 def write_json(records: list[Record], path: str, meta: dict):
+    """Every record, with ``meta``, to ``path`` ("-" for standard output)."""
+    obj = {"meta": meta, "records": [r.to_json() for r in records]}
+    if path == "-":
+        json.dump(obj, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return
     with open(path, "w", encoding="utf-8") as f:
-        json.dump({"meta": meta, "records": [r.to_json() for r in records]}, f, indent=1)
+        json.dump(obj, f, indent=1)
         f.write("\n")
-
-
-def max_errors(records: list[Record]) -> dict[tuple[str, str], float]:
-    """Largest relative error of loss and gradient per (impl, dtype) over passing runs."""
-    best: dict[tuple[str, str], float] = {}
-    for r in records:
-        for v in (r.loss_rel, r.grad_rel):
-            if v is not None and np.isfinite(v):
-                key = (r.impl, r.dtype)
-                best[key] = max(best.get(key, 0.0), v)
-    return best

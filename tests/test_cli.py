@@ -23,7 +23,7 @@ def test_unknown_implementation_lists_known(capsys):
 def test_reference_run_passes_and_reports(capsys, tmp_path):
     out_json = tmp_path / "records.json"
     code = main(["run", "--impl", "reference", "--case", "ce-weighted-mean",
-                 "--json", str(out_json)])
+                 "--json", str(out_json), "--verbose"])
     out = capsys.readouterr().out
     assert code == 0
     assert "== reference · float64 ==" in out
@@ -32,6 +32,48 @@ def test_reference_run_passes_and_reports(capsys, tmp_path):
     records = json.loads(out_json.read_text())["records"]
     assert records and all(r["status"] == "pass" for r in records if r["dtype"] == "float64")
     assert "== reference · float32: n/a (float32 not supported) ==" in out
+
+
+def test_default_report_is_compact_and_json_has_a_default_path(capsys, tmp_path,
+                                                               monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "--impl", "reference", "--case", "ce-weighted-mean", "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "loss abs" not in out  # no table of passing rows without --verbose
+    assert "summary by clause" in out and "CE-MEAN" in out
+    assert "CE-SMOOTH " not in out  # only the clauses some run checked
+    assert "conformance: 6 passed, 0 failed" in out
+    records = json.loads((tmp_path / "conformance-report.json").read_text())["records"]
+    assert len(records) == 24 and records[0]["kinds"] == []
+
+
+def test_json_to_standard_output(capsys):
+    assert main(["run", "--impl", "reference", "--case", "ce-weighted-mean-n8",
+                 "--dtype", "float64", "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["records"][0]["status"] == "pass"
+    assert "summary by clause" in captured.err
+
+
+def test_help_texts(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "golden cases of spec/SPEC.md" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["check", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "channels_last (the last axis, as wce_jax and optax)" in text
+    assert "default: 1" not in text
+
+
+def test_failure_kinds_and_the_clause_they_are_charged_to():
+    adapter = MutantAdapter("mean-over-count")
+    case = next(c for c in golden.load_cases() if c.id == "ce-weighted-mean-n8-c5")
+    record = runner.run_case(adapter, case, "float64")
+    assert record.status == runner.FAIL and runner.Failure.VALUE in record.kinds
+    assert "CE-MEAN" in record.charged and "GRAD-CE" not in record.charged
+    assert "GEN-RESULT-DTYPE" not in record.charged
 
 
 def test_failure_exits_nonzero(monkeypatch, capsys):

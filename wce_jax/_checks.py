@@ -18,7 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
-from jax.extend.core import concrete_or_error
+try:
+    from jax.extend.core import concrete_or_error
+except ImportError:  # JAX < 0.10 keeps it in jax.core
+    from jax.core import concrete_or_error
 
 REDUCTIONS = ("none", "mean", "sum")
 PROBABILITY_ATOL = 1e-6  # [WARN-PROBABILITY-INPUT]

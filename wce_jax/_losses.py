@@ -279,6 +279,8 @@ def _varying_like(reference, *arrays):
 
 
 def _varying_axes(a) -> frozenset:
+    if not hasattr(jax, "typeof"):  # JAX < 0.6.1 types no value as varying
+        return frozenset()
     manual = getattr(jax.typeof(a), "manual_axis_type", None)
     return frozenset(manual.varying) if manual is not None else frozenset()
 

@@ -120,6 +120,16 @@ def load(name: str) -> Adapter:
     return module.ADAPTER
 
 
+def to_host(a, dtype: str) -> np.ndarray:
+    """A NumPy array of ``dtype`` (bfloat16 through ml_dtypes): what every adapter hands
+    its framework, converted on the host so that no framework op runs or compiles."""
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        return np.asarray(a).astype(ml_dtypes.bfloat16)
+    return np.asarray(a).astype(dtype)
+
+
 def split_args(case: Case, dtype: str, convert) -> dict[str, Any]:
     """The case's keyword arguments, arrays passed through ``convert(array, dtype)``.
 

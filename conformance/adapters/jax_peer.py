@@ -10,15 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import jax
-import ml_dtypes
 import numpy as np
 
-from conformance.adapters import Outcome, split_args
+from conformance.adapters import Outcome, split_args, to_host
 from conformance.golden import Case
-
-
-def to_host(a: np.ndarray, dtype: str) -> np.ndarray:
-    return np.asarray(a).astype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
 
 
 def jitted_value_and_grad(losses: Mapping[str, Callable]) -> Callable:

@@ -27,7 +27,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from conformance.adapters import Adapter, Outcome, split_args
+from conformance.adapters import Adapter, Outcome, split_args, to_host
 
 OPSET = 22
 OPS = {"cross_entropy": ("SoftmaxCrossEntropyLoss", ("scores", "labels", "weights")),
@@ -59,14 +59,6 @@ within the spec's float32-accumulation tolerance) relative, except:
 * **A `+inf` logit at a non-target class** gives loss `+inf` in float64 (NaN in float32
   and float16, as the spec says).
 """
-
-
-def to_host(a: np.ndarray, dtype: str) -> np.ndarray:
-    if dtype == "bfloat16":  # NumPy's bfloat16 comes from ml_dtypes, as for onnx itself
-        import ml_dtypes
-
-        return np.asarray(a).astype(ml_dtypes.bfloat16)
-    return np.asarray(a).astype(dtype)
 
 
 def _elem_type(dtype) -> int:

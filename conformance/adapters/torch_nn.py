@@ -7,47 +7,12 @@ differs from the spec the difference shows. The spec marks those clauses
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from conformance import spec
-from conformance.adapters import TORCH_LOSSES, Adapter, Outcome, grad_arguments, split_args
-
-
-def to_torch(a: np.ndarray, dtype: str) -> torch.Tensor:
-    if np.dtype(a.dtype).kind == "f":
-        return torch.from_numpy(np.array(a, dtype=np.float64)).to(getattr(torch, dtype))
-    return torch.from_numpy(np.array(a, dtype=dtype))
-
-
-def to_numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to(torch.float64).numpy()
-
-
-def _dtype(t: torch.Tensor) -> str:
-    return str(t.dtype).removeprefix("torch.")
-
-
-def run_torch(fn, case, dtype):
-    """Call ``fn`` (a torch.nn.functional-style function) on the case, and backward."""
-    args = split_args(case, dtype, to_torch)
-    names = grad_arguments(case) if case.grad_output is not None else []
-    for name in names:
-        args[name].requires_grad_()
-    output = fn(**args)
-    outcome = Outcome(to_numpy(output), None, _dtype(output), None)
-    if names and output.requires_grad:
-        grads = torch.autograd.grad(output, [args[n] for n in names],
-                                    to_torch(case.grad_output, dtype), allow_unused=True)
-        for name, grad in zip(names, grads):
-            if grad is None:
-                continue
-            if name == "input":
-                outcome.grad_input, outcome.grad_dtype = to_numpy(grad), _dtype(grad)
-            else:
-                outcome.grads[name] = (to_numpy(grad), _dtype(grad))
-    return outcome
+from conformance.adapters import TORCH_LOSSES, Adapter
+from conformance.adapters.runners import run_torch
 
 
 def ddp_mean_of_shards(fn):

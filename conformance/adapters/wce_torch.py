@@ -6,7 +6,7 @@ import torch
 
 import wce_torch
 from conformance.adapters import Adapter
-from conformance.adapters.torch_nn import run_torch
+from conformance.adapters.runners import run_torch
 
 
 class WceTorchAdapter(Adapter):

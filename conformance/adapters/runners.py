@@ -1,0 +1,210 @@
+"""Generic runners: a case's call of any function in one framework, with its gradients.
+
+The implementation adapters (wce_jax, wce_torch, torch.nn.functional) and ``check`` (a
+user's function) call a function through these, so that every implementation is driven
+the same way. Each framework is imported only when its runner is first used.
+
+* :func:`run_jax`: JAX arrays in, the VJP from ``jax.vjp``; under ``jax.jit`` when
+  ``traced``, eagerly otherwise (an eager call runs the function's own Python checks);
+* :func:`run_torch`: tensors in, the gradients from autograd;
+* :func:`run_numpy`: NumPy arrays in, no gradient.
+
+``layout="channels_last"`` moves the class axis last on the way in and the gradient back.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+
+from conformance.adapters import Outcome, grad_arguments, split_args, to_host
+from conformance.golden import Case
+
+LAYOUTS = ("channels_first", "channels_last")
+CLASS_AXIS_LOSSES = ("cross_entropy", "nll_loss", "softmax_focal_loss")
+
+
+def to_float64(a) -> np.ndarray:
+    return np.asarray(a).astype(np.float64)
+
+
+def channels_last(case: Case, args: dict, move=np.moveaxis):
+    """torch layout (class axis 1) -> JAX layout (class axis last), and ``restore``, which
+    moves a gradient (a NumPy array) back. ``move`` moves an axis of the arrays in
+    ``args`` (``np.moveaxis``, or ``torch.movedim`` for tensors)."""
+    x = args.get("input")
+    axis = 2 if case.shards else 1  # shards are stacked on a leading axis
+    if case.loss not in CLASS_AXIS_LOSSES or x is None or x.ndim < axis + 2:
+        return args, lambda g: g
+    args = dict(args, input=move(x, axis, -1))
+    t = args.get("target")
+    if hasattr(t, "shape") and tuple(t.shape) == tuple(x.shape):  # probability target
+        args["target"] = move(t, axis, -1)
+    return args, lambda g: np.moveaxis(g, -1, axis)
+
+
+# ----------------------------------------------------------------------------------
+# JAX
+
+
+def jax_compilation_cache(directory: str | None = None) -> str | None:
+    """Keep JAX's compiled programs on disk, so that a second run of the same cases
+    compiles nothing (compiling is most of a JAX run's time). The folder is
+    ``$WCE_JAX_CACHE`` or ``~/.cache/wce/jax`` (``$XDG_CACHE_HOME``); ``WCE_JAX_CACHE=off``
+    turns it off. Returns the folder in use, or None."""
+    import jax
+
+    if directory is None:
+        directory = os.environ.get("WCE_JAX_CACHE")
+    if directory is None:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        directory = str(Path(base) / "wce" / "jax")
+    if directory.lower() in ("", "0", "off", "none"):
+        return None
+    if jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", directory)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return jax.config.jax_compilation_cache_dir
+
+
+def jax_modes(case: Case) -> tuple[str, ...]:
+    """How a JAX function is run on a case: eagerly ("checked") where eager behaviour
+    differs (errors and warnings), and under jit ("traced") always. Eager value cases
+    would only repeat the jit for a function that jits its computation."""
+    if case.is_error or "warns" in case.expected:
+        return ("checked", "traced")
+    return ("traced",)
+
+
+def run_jax(fn, case: Case, dtype: str, traced: bool, layout: str = "channels_last"):
+    """Call ``fn`` (JAX, spec argument names, the first one positional) on the case, with
+    the VJP for every argument the case has gradients for; under ``jax.jit`` if traced."""
+    import jax
+    import jax.numpy as jnp
+
+    with jax.enable_x64(True):
+        args = split_args(case, dtype, to_host)
+        restore = lambda g: g  # noqa: E731
+        if layout == "channels_last":
+            args, restore = channels_last(case, args)
+        static = tuple(sorted((k, v) for k, v in args.items()
+                              if not isinstance(v, np.ndarray)))
+        arrays = {k: jnp.asarray(v) for k, v in args.items() if isinstance(v, np.ndarray)}
+        names = tuple(grad_arguments(case)) if case.grad_output is not None else ()
+        diff = {name: arrays.pop(name) for name in names}
+        g = None if case.grad_output is None else jnp.asarray(to_host(case.grad_output, dtype))
+        step = _jitted_step(fn, static) if traced else _step(fn, static)
+        output, grads = step(diff, arrays, g)
+        outcome = Outcome(to_float64(output), None, str(output.dtype), None)
+        for name, grad in grads.items():
+            if name == "input":
+                outcome.grad_input = restore(to_float64(grad))
+                outcome.grad_dtype = str(grad.dtype)
+            else:
+                outcome.grads[name] = (to_float64(grad), str(grad.dtype))
+        return outcome
+
+
+def _step(fn, static):
+    """The output and the VJP with respect to ``diff`` (a dict of arrays) for ``g``."""
+    import jax
+
+    static = dict(static)
+
+    def call(diff, rest):
+        kwargs = dict(rest, **diff)
+        x = kwargs.pop("input", None)  # positional: implementations name it per loss
+        return fn(**kwargs, **static) if x is None else fn(x, **kwargs, **static)
+
+    def step(diff, rest, g):
+        if g is None:
+            return call(diff, rest), {}
+        output, vjp = jax.vjp(lambda d: call(d, rest), diff)
+        return output, vjp(g)[0]
+
+    return step
+
+
+@functools.lru_cache(maxsize=512)
+def _jitted_step(fn, static):
+    """One jitted step per function and static arguments, so that cases (and fuzz
+    examples) with the same shapes reuse the compiled program."""
+    import jax
+
+    return jax.jit(_step(fn, static))
+
+
+def release_jax() -> None:
+    """Drop every compiled program held in memory (see ``Adapter.release``)."""
+    import jax
+
+    _jitted_step.cache_clear()
+    jax.clear_caches()
+
+
+# ----------------------------------------------------------------------------------
+# PyTorch
+
+
+def to_torch(a: np.ndarray, dtype: str):
+    import torch
+
+    if np.dtype(a.dtype).kind == "f":
+        return torch.from_numpy(np.array(a, dtype=np.float64)).to(getattr(torch, dtype))
+    return torch.from_numpy(np.array(a, dtype=dtype))
+
+
+def _numpy(t) -> np.ndarray:
+    import torch
+
+    return t.detach().to(torch.float64).numpy()
+
+
+def _dtype(t) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def run_torch(fn, case: Case, dtype: str, layout: str = "channels_first"):
+    """Call ``fn`` (a torch.nn.functional-style function) on the case, and backward."""
+    import torch
+
+    args = split_args(case, dtype, to_torch)
+    restore = lambda g: g  # noqa: E731
+    if layout == "channels_last":
+        args, restore = channels_last(case, args, torch.movedim)
+        args = {k: v.contiguous() if isinstance(v, torch.Tensor) else v
+                for k, v in args.items()}
+    names = grad_arguments(case) if case.grad_output is not None else []
+    for name in names:
+        args[name].requires_grad_()
+    output = fn(**args)
+    outcome = Outcome(_numpy(output), None, _dtype(output), None)
+    if names and output.requires_grad:
+        grads = torch.autograd.grad(output, [args[n] for n in names],
+                                    to_torch(case.grad_output, dtype), allow_unused=True)
+        for name, grad in zip(names, grads):
+            if grad is None:
+                continue
+            if name == "input":
+                outcome.grad_input, outcome.grad_dtype = restore(_numpy(grad)), _dtype(grad)
+            else:
+                outcome.grads[name] = (_numpy(grad), _dtype(grad))
+    return outcome
+
+
+# ----------------------------------------------------------------------------------
+# NumPy
+
+
+def run_numpy(fn, case: Case, dtype: str, layout: str = "channels_first") -> Outcome:
+    """Call ``fn`` on NumPy arrays of ``dtype``; no gradient."""
+    args = split_args(case, dtype, lambda a, dt: np.asarray(a).astype(dt))
+    if layout == "channels_last":
+        args, _ = channels_last(case, args)
+    x = args.pop("input")
+    output = np.asarray(fn(x, **args))
+    return Outcome(output.astype(np.float64), None, str(output.dtype), None)
