@@ -4,8 +4,8 @@ For one shape, every case is set up, warmed up (the first call compiles) and its
 memory measured, and the number of calls per measurement is chosen from the last
 warm-up call so that one measurement lasts at least ``min_time`` seconds. A case with a
 ``reference`` is then compared with it: the loss and gradients of their first warm-up
-calls must agree within the case's tolerance (spec/SPEC.md section 1), else the case is
-an error row and is not timed; the differences are recorded either way. Then
+calls must agree by conformance's comparison, with the tolerance SPEC.md gives the
+case's dtype (spec/SPEC.md section 1), else the case is an error row and is not timed; the differences are recorded either way. Then
 ``rounds`` rounds run the cases one after another (round-robin, the starting case
 rotating from round to round), so that a slow spell of the machine hits every
 implementation of the shape alike. A measurement is the mean time of one call over its
@@ -27,9 +27,9 @@ import time
 import traceback
 from typing import Any, Callable, Optional, Sequence
 
-import numpy as np
-
 from benchmarks.registry import Case, Shape, Unavailable
+from conformance import spec
+from conformance.compare import compare as compare_outputs
 
 OK, SKIPPED, ERROR = "ok", "skipped", "error"
 
@@ -123,36 +123,27 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}{where}"
 
 
-def agreement(got: dict, want: dict, rtol: float, atol: float) -> dict:
-    """Compare two cases' named outputs as spec/SPEC.md section 1 does: non-finite
-    values in the same places, and over the finite ones
-    ``max |got - want| <= atol + rtol * max |want|`` for each output.
+def agreement(got: dict, want: dict, dtype: str = "float32") -> dict:
+    """Compare two cases' named outputs with :func:`conformance.compare.compare` (spec
+    section 1) and the spec's tolerance for ``dtype``, output by output.
 
-    Returns ``{"agree": bool, "max_abs_diff": {name: float}, "max_rel_diff": {name:
-    float}, "rtol": rtol, "atol": atol}``, with ``max_rel_diff`` the norm-wise relative
-    difference ``max |got - want| / max |want|``, in float64."""
-    result = {"agree": True, "rtol": rtol, "atol": atol, "max_abs_diff": {},
-              "max_rel_diff": {}, "problems": []}
+    Returns ``{"agree": bool, "dtype": dtype, "rtol": ..., "atol": ..., "max_abs_diff":
+    {name: float}, "max_rel_diff": {name: float}, "problems": [str]}``, the differences
+    as conformance reports them (``max_rel_diff`` is ``max |got - want| / max |want|``,
+    or the absolute difference where ``want`` is all zero)."""
+    tolerance = spec.tolerances()[dtype]
+    result = {"agree": True, "dtype": dtype, "rtol": tolerance.rtol,
+              "atol": tolerance.atol, "max_abs_diff": {}, "max_rel_diff": {},
+              "problems": []}
     for name, w in want.items():
         if name not in got:
             result["problems"].append(f"no {name}")
             continue
-        g, w = np.asarray(got[name], np.float64), np.asarray(w, np.float64)
-        if g.shape != w.shape:
-            result["problems"].append(f"{name} has shape {g.shape}, not {w.shape}")
-            continue
-        finite = np.isfinite(w)
-        if not np.array_equal(finite, np.isfinite(g)) or not np.array_equal(
-                np.isnan(g), np.isnan(w)) or not np.array_equal(g[~finite], w[~finite]):
-            result["problems"].append(f"{name}: non-finite values elsewhere")
-        diff = float(np.max(np.abs(g - w)[finite], initial=0.0))
-        scale = float(np.max(np.abs(w[finite]), initial=0.0))
-        result["max_abs_diff"][name] = diff
-        result["max_rel_diff"][name] = diff / scale if scale else (0.0 if diff == 0 else
-                                                                   math.inf)
-        if not diff <= atol + rtol * scale:
-            result["problems"].append(f"{name}: max |diff| = {diff:.3g} > {atol:g} + "
-                                      f"{rtol:g} * max |ref| ({scale:.3g})")
+        found = compare_outputs(got[name], w, dtype)
+        result["max_abs_diff"][name] = found.abs_err
+        result["max_rel_diff"][name] = found.rel_err
+        if not found.ok:
+            result["problems"].append(f"{name}: {found.reason}")
     result["agree"] = not result["problems"]
     return result
 
@@ -197,7 +188,7 @@ def run_shape(cases: Sequence[Case], shape: Shape, *, rounds: int, min_time: flo
         row = rows[case.name]
         if case.name in outputs and case.reference in outputs:
             row.agreement = dict(reference=case.reference, **agreement(
-                outputs[case.name], outputs[case.reference], case.rtol, case.atol))
+                outputs[case.name], outputs[case.reference], case.dtype))
             if not row.agreement["agree"]:
                 row.status = ERROR
                 row.note = (f"disagrees with {case.reference}: "

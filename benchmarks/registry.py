@@ -21,10 +21,6 @@ Shape = Tuple[int, ...]
 CASE_MODULES = ("benchmarks.cross_entropy", "benchmarks.nll", "benchmarks.binary",
                 "benchmarks.focal", "benchmarks.linear")
 
-#: The float32 tolerance of spec/SPEC.md section 1: two implementations agree when
-#: ``max |got - want| <= atol + rtol * max |want|`` for the loss and every gradient.
-FLOAT32_RTOL, FLOAT32_ATOL = 1e-5, 1e-6
-
 
 class Unavailable(Exception):
     """Raised by ``setup`` or ``memory`` when an implementation cannot run here (a
@@ -104,11 +100,13 @@ class Case:
         by default).
       reference: the name of a case that computes the same loss and gradients on the
         same inputs; before timing, this case's outputs are compared with the
-        reference's (spec section 1, ``rtol``/``atol``) and a disagreement is an error
-        row. None: not checked.
+        reference's with conformance's comparison (spec section 1, the tolerance of
+        ``dtype`` in SPEC.md's table) and a disagreement is an error row. None: not
+        checked.
       outputs: ``outputs(result)`` turns what the step returned into named NumPy
         arrays (``{"loss": ..., "d_logits": ...}``) for that comparison.
-      rtol, atol: the tolerance of the comparison (float32's by default).
+      dtype: the floating dtype of the case's inputs, whose tolerance the comparison
+        uses.
       release: frees what ``setup`` cached (inputs, compiled programs) once a shape is
         done.
     """
@@ -128,8 +126,7 @@ class Case:
     applies: Callable[[Shape], bool] = _two_dims
     reference: Optional[str] = None
     outputs: Optional[Callable[[Any], dict]] = None
-    rtol: float = FLOAT32_RTOL
-    atol: float = FLOAT32_ATOL
+    dtype: str = "float32"
     release: Callable[[], None] = _nothing
 
     def logits_bytes(self, shape: Shape) -> int:

@@ -142,8 +142,9 @@ def format_report(rows: Sequence[Row], families: Sequence[Family] = (),
     parts.append("mem/logits: memory beyond the inputs / the logits' bytes; mem ratio: "
                  "memory / the baseline's; mem kind:")
     parts += [f"  {kind}: {text}" for kind, text in MEMORY_KINDS.items()]
-    parts.append("agrees: loss and gradients equal to the reference's within float32 "
-                 "tolerance, and the largest max|diff| / max|ref| (see the JSON)")
+    parts.append("agrees: loss and gradients equal to the reference's by conformance's "
+                 "comparison and SPEC.md's tolerance, and the largest max|diff| / max|ref| "
+                 "(see the JSON)")
     return "\n".join(parts)
 
 
@@ -211,8 +212,7 @@ def write_json(path: Path, rows: Sequence[Row], cases: Sequence[Case], settings:
                            "goal_time_ratio": c.goal_time_ratio,
                            "goal_memory_fraction": c.goal_memory_fraction,
                            "goal_memory_ratio": c.goal_memory_ratio,
-                           "rtol": c.rtol if c.reference else None,
-                           "atol": c.atol if c.reference else None}
+                           "dtype": c.dtype}
                   for c in cases},
         "rows": records,
     }

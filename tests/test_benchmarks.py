@@ -187,9 +187,39 @@ def test_a_case_that_disagrees_with_its_reference_is_an_error_row_with_the_numbe
     assert close.agreement["max_rel_diff"]["d_x"] == pytest.approx(3e-6, rel=0.1)
     assert far.status == "error" and "disagrees with c1.0" in far.note and not far.times_s
     assert far.agreement["max_rel_diff"]["loss"] == pytest.approx(1e-3, rel=1e-3)
-    nan = harness.agreement({"x": np.array([1.0, np.nan])}, {"x": np.array([1.0, 2.0])},
-                            1e-5, 1e-6)
+    nan = harness.agreement({"x": np.array([1.0, np.nan])}, {"x": np.array([1.0, 2.0])})
     assert nan["agree"] is False
+
+
+def test_agreement_is_conformances_comparison_with_the_specs_tolerance():
+    import numpy as np
+
+    from conformance import compare, spec
+
+    f32 = spec.tolerances()["float32"]
+    # An all-zero expected value (a gradient that vanishes): the relative difference is
+    # the absolute one, as conformance reports it (not infinity), and only atol applies.
+    zeros = np.zeros(4)
+    for got in (zeros + f32.atol / 2, zeros + f32.atol * 2, np.array([0, 0, 0, np.inf])):
+        found = harness.agreement({"d_x": got}, {"d_x": zeros})
+        want = compare.compare(got, zeros, "float32")
+        assert found["agree"] is want.ok
+        assert found["max_abs_diff"]["d_x"] == want.abs_err
+        assert found["max_rel_diff"]["d_x"] == want.rel_err
+    assert harness.agreement({"d_x": zeros + f32.atol / 2}, {"d_x": zeros})["agree"]
+    assert harness.agreement({"d_x": zeros + f32.atol / 2},
+                             {"d_x": zeros})["max_rel_diff"]["d_x"] == f32.atol / 2
+    assert not harness.agreement({"d_x": zeros + f32.atol * 2}, {"d_x": zeros})["agree"]
+    # the tolerance is SPEC.md's for the dtype asked for
+    bf16 = spec.tolerances()["bfloat16"]
+    assert bf16.rtol > f32.rtol
+    close = {"loss": np.array(1.0 + bf16.rtol / 2)}
+    assert not harness.agreement(close, {"loss": np.array(1.0)})["agree"]
+    found = harness.agreement(close, {"loss": np.array(1.0)}, "bfloat16")
+    assert found["agree"] and (found["rtol"], found["atol"]) == (bf16.rtol, bf16.atol)
+    # infinities of opposite sign disagree, as in conformance
+    assert not harness.agreement({"x": np.array([np.inf])}, {"x": np.array([-np.inf])})[
+        "agree"]
 
 
 def test_an_unavailable_or_broken_case_is_a_row_not_a_crash():
