@@ -7,6 +7,8 @@ differs from the spec the difference shows. The spec marks those clauses
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -15,14 +17,21 @@ from conformance import spec
 from conformance.adapters import TORCH_LOSSES, Adapter, Outcome, grad_arguments, split_args
 
 
+#: Where the cases' tensors are made: the environment's WCE_TORCH_DEVICE (``cuda``), else
+#: the CPU. Values are rounded to the run dtype on the CPU first, so every device sees
+#: the same inputs.
+DEVICE = torch.device(os.environ.get("WCE_TORCH_DEVICE") or "cpu")
+
+
 def to_torch(a: np.ndarray, dtype: str) -> torch.Tensor:
     if np.dtype(a.dtype).kind == "f":
-        return torch.from_numpy(np.array(a, dtype=np.float64)).to(getattr(torch, dtype))
-    return torch.from_numpy(np.array(a, dtype=dtype))
+        t = torch.from_numpy(np.array(a, dtype=np.float64)).to(getattr(torch, dtype))
+        return t.to(DEVICE)
+    return torch.from_numpy(np.array(a, dtype=dtype)).to(DEVICE)
 
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to(torch.float64).numpy()
+    return t.detach().to(torch.float64).cpu().numpy()
 
 
 def _dtype(t: torch.Tensor) -> str:
@@ -61,7 +70,7 @@ def ddp_mean_of_shards(fn):
 
 class TorchAdapter(Adapter):
     name = "torch"
-    description = f"torch.nn.functional (torch {torch.__version__}); DDP for shards"
+    description = f"torch.nn.functional (torch {torch.__version__}, {DEVICE}); DDP for shards"
     losses = TORCH_LOSSES
     deviations = spec.torch_deviations()
     supports_shards = True  # as DDP does it: the mean of the per-rank losses
