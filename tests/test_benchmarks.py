@@ -294,6 +294,7 @@ def test_a_backward_step_times_only_its_run_and_modes_pair_with_their_own_baseli
 
 def test_gpu_check_dry_run_on_the_cpu_and_says_when_there_is_no_gpu(tmp_path):
     from benchmarks import gpu_check
+    from conformance import spec
 
     script = ROOT / "benchmarks" / "gpu_check.sh"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -320,4 +321,8 @@ def test_gpu_check_dry_run_on_the_cpu_and_says_when_there_is_no_gpu(tmp_path):
                        l.rstrip().endswith("| ok |") for l in table.splitlines()), (case, mode)
     lce = json.loads((tmp_path / "dry" / "lce.json").read_text())
     assert lce["settings"]["dtype"] == "bfloat16"
-    assert {r["case"]: r["status"] for r in lce["rows"]}["lce/liger"] == "skipped"
+    assert {(r["case"], r["status"]) for r in lce["rows"]} == {
+        (c, "ok") for c in ("lce/jax_unfused", "lce/wce_jax", "lce/torch_unfused",
+                            "lce/wce_torch")}
+    bf16 = spec.tolerances()["bfloat16"]
+    assert all(r["agreement"]["rtol"] == bf16.rtol for r in lce["rows"] if r["agreement"])
