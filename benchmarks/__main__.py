@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Time and memory of wce's losses against their peers (forward+"
-                    "backward, backward alone, inference), as ratios within one run. Each loss family has its own shapes and "
+                    "backward, backward alone, inference), as ratios within one run. "
+                    "Each loss family has its own shapes and "
                     "rounds (--list shows them).")
     p.add_argument("--quick", action="store_true",
                    help="each family's tiny shapes and few rounds: a smoke test, not a "

@@ -21,7 +21,8 @@ row or a step that failed or timed out; 2 bad arguments; 3 no GPU here (the mess
 says what is missing: the ``nvidia-smi`` device, JAX's GPU backend or torch's CUDA).
 
 ``--dry-run`` checks the plumbing on the CPU instead: two golden cases, the
-cross-entropy and linear cross-entropy cases on tiny shapes, one round. It is what the test suite runs; its figures mean nothing.
+cross-entropy and linear cross-entropy cases on tiny shapes, one round. It is what
+the test suite runs; its figures mean nothing.
 """
 
 from __future__ import annotations

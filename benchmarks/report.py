@@ -19,7 +19,8 @@ MEMORY_KINDS = {
                   "on a GPU, the CUDA allocator's",
 }
 
-COLUMNS = ("shape", "case", "mode", "time ms (mean ± std)", "min ms", "ratio (± std)", "vs", "mem/logits",
+COLUMNS = ("shape", "case", "mode", "time ms (mean ± std)", "min ms", "ratio (± std)", "vs",
+           "mem/logits",
            "mem kind", "mem ratio", "agrees", "goals")
 
 
@@ -156,7 +157,8 @@ def format_report(rows: Sequence[Row], families: Sequence[Family] = (),
                  "memory / the baseline's; mem kind:")
     parts += [f"  {kind}: {text}" for kind, text in MEMORY_KINDS.items()]
     parts.append(f"agrees: loss and gradients equal to the reference's by conformance's "
-                 f"comparison and SPEC.md's {SETTINGS.dtype} tolerance, and the largest max|diff| / max|ref| "
+                 f"comparison and SPEC.md's {SETTINGS.dtype} tolerance, and the largest "
+                 f"max|diff| / max|ref| "
                  f"(see the JSON)")
     return "\n".join(parts)
 
