@@ -44,11 +44,22 @@ def _names(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
+def _modes(text: str) -> list[str]:
+    modes = _names(text)
+    unknown = [m for m in modes if m not in registry.MODES]
+    if unknown or not modes:
+        raise argparse.ArgumentTypeError(
+            f"bad mode(s) {', '.join(map(repr, unknown)) or repr(text)}; expected some of "
+            f"{', '.join(registry.MODES)}")
+    return modes
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Forward+backward time and memory of wce's losses against their peers, "
-                    "as ratios within one run. Each loss family has its own shapes and "
+        description="Time and memory of wce's losses against their peers (forward+"
+                    "backward, backward alone, inference), as ratios within one run. "
+                    "Each loss family has its own shapes and "
                     "rounds (--list shows them).")
     p.add_argument("--quick", action="store_true",
                    help="each family's tiny shapes and few rounds: a smoke test, not a "
@@ -71,6 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", type=_names, metavar="NAME[,NAME...]",
                    help="only these cases (their baselines and references are added); "
                         "see --list")
+    p.add_argument("--modes", type=_modes, default=list(registry.MODES),
+                   metavar="MODE[,MODE...]",
+                   help=f"what each call runs: {', '.join(registry.MODES)} (default: all "
+                        "three, interleaved in the same rounds)")
+    p.add_argument("--device", choices=registry.DEVICES, default="cpu",
+                   help="where the inputs live and the cases run (default cpu; gpu: JAX's "
+                        "GPU backend and torch's cuda device)")
+    p.add_argument("--dtype", choices=registry.DTYPES, default="float32",
+                   help="the floating dtype of the inputs (default float32); the agreement "
+                        "check uses SPEC.md's tolerance for it")
     p.add_argument("--torch-threads", type=int, metavar="N",
                    help="torch.set_num_threads(N) before measuring (default: torch's own "
                         "default, left alone)")
@@ -117,6 +138,27 @@ def _list(families, cases) -> None:
             print(f"  {case.name:24} {case.framework:6}{base}: {case.description}")
 
 
+def gpu_problem() -> str:
+    """Why this machine cannot run the GPU cases (empty when JAX has a GPU backend and
+    torch sees a CUDA device)."""
+    problems = []
+    try:
+        import jax
+
+        if not any(d.platform == "gpu" for d in jax.devices()):
+            problems.append(f"JAX has no GPU device (backend {jax.default_backend()!r})")
+    except Exception as err:  # no GPU backend at all raises
+        problems.append(f"JAX has no GPU backend ({type(err).__name__}: {err})")
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append(f"torch {torch.__version__} sees no CUDA device")
+    except ImportError as err:
+        problems.append(f"torch is not importable ({err})")
+    return "; ".join(problems)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -140,6 +182,12 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
 
+    registry.configure(args.device, args.dtype)
+    if args.device == "gpu":
+        problem = gpu_problem()
+        if problem:
+            print(f"python -m benchmarks: --device gpu: {problem}", file=sys.stderr)
+            return 3
     if args.torch_threads is not None:
         if args.torch_threads < 1:
             print("python -m benchmarks: --torch-threads must be >= 1", file=sys.stderr)
@@ -159,13 +207,14 @@ def main(argv=None) -> int:
     for family, mine, shapes, rounds in work:
         progress(f"{family.name}: {len(mine)} cases, {len(shapes)} shapes, {rounds} rounds")
         rows += harness.run(mine, shapes, rounds=rounds, min_time=min_time,
-                            warmup=family.warmup, progress=progress)
+                            warmup=family.warmup, modes=args.modes, progress=progress)
     ran = [family for family, *_ in work]
     print(report.format_report(rows, ran, {f.name: r for f, _, _, r in work}))
     settings = {"argv": sys.argv[1:] if argv is None else list(argv), "quick": args.quick,
                 "goal_shapes_only": args.goal_shapes, "rounds": args.rounds,
                 "min_time_s": min_time, "only": args.only, "family": args.family,
                 "cases": [c.name for c in cases], "torch_threads": args.torch_threads,
+                "modes": args.modes, "device": args.device, "dtype": args.dtype,
                 "families": {f.name: {"shapes": [list(s) for s in shapes], "rounds": r,
                                       "warmup": f.warmup}
                              for f, _, shapes, r in work},

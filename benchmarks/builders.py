@@ -15,8 +15,12 @@ framework), and each implementation as a loss function of some of them, by name.
   CPU is synchronous. Memory: the allocator peak of such a step, profiled after the
   harness's warm-up calls (:func:`benchmarks.memory.torch_peak_bytes`).
 
-Both steps return ``(loss, (gradient, ...))``, which the case's ``outputs`` names
-``loss`` and ``d_<input>`` for the harness's agreement check.
+Each case runs in the three modes of :data:`~benchmarks.registry.MODES`: forward+backward,
+the backward pass alone and inference (the loss without gradients). Every step returns
+``(loss, (gradient, ...))`` (``None`` for the loss of a backward pass, no gradients for
+inference), which the case's ``outputs`` names ``loss`` and ``d_<input>`` for the
+harness's agreement check. Inputs are made on the run's device, in its dtype
+(:data:`~benchmarks.registry.SETTINGS`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from typing import Callable, Optional, Sequence, Tuple
 import numpy as np
 
 from benchmarks.memory import jax_temp_bytes, torch_peak_bytes
-from benchmarks.registry import Case, Shape, Unavailable, register
+from benchmarks.registry import (BACKWARD, FWD_BWD, INFERENCE, SETTINGS, Case, Shape, Step,
+                                 Unavailable, register)
 
 IGNORE_INDEX = -100
 IGNORED_FRACTION = 0.1
@@ -82,24 +87,34 @@ class Inputs:
         return self._numpy
 
     def jax(self, shape: Shape, names: Sequence[str]) -> tuple:
+        """JAX arrays on the run's device; floating ones in the run's dtype."""
+        import jax
         import jax.numpy as jnp
 
         arrays = self.numpy(shape)
+        device = jax.devices("gpu" if SETTINGS.device == "gpu" else "cpu")[0]
         for name in names:
             if name not in self._jax:
                 a = arrays[name]
-                self._jax[name] = jnp.asarray(a.astype(np.int32) if a.dtype.kind in "iu"
-                                              else a)
+                a = jnp.asarray(a.astype(np.int32) if a.dtype.kind in "iu" else a,
+                                device=device)
+                self._jax[name] = a.astype(SETTINGS.dtype) if a.dtype.kind == "f" else a
         return tuple(self._jax[name] for name in names)
 
     def torch(self, shape: Shape, names: Sequence[str], wrt: Sequence[str]) -> tuple:
+        """Tensors on the run's device (sharing the NumPy memory on the CPU in float32);
+        floating ones in the run's dtype, those in ``wrt`` requiring gradients."""
         import torch
 
         arrays = self.numpy(shape)
+        device = "cuda" if SETTINGS.device == "gpu" else "cpu"
         for name in names:
             if name not in self._torch:
                 a = arrays[name]
                 t = torch.from_numpy(a.astype(np.int64) if a.dtype.kind in "iu" else a)
+                if t.is_floating_point():
+                    t = t.to(getattr(torch, SETTINGS.dtype))
+                t = t.to(device)
                 self._torch[name] = t.requires_grad_() if name in wrt else t
         return tuple(self._torch[name] for name in names)
 
@@ -142,20 +157,22 @@ def function(path: str, *keywords: str, **fixed) -> Callable:
 
 
 def _named_outputs(wrt: Sequence[str], to_numpy: Callable) -> Callable:
+    """Names a step's ``(loss, gradients)``; the loss is None in the backward mode and
+    the gradients empty in inference."""
     def outputs(result) -> dict:
         loss, grads = result
-        named = {"loss": to_numpy(loss)}
+        named = {} if loss is None else {"loss": to_numpy(loss)}
         named.update((f"d_{name}", to_numpy(g)) for name, g in zip(wrt, grads))
         return named
     return outputs
 
 
 def _jax_numpy(a) -> np.ndarray:
-    return np.array(a)
+    return np.array(a, dtype=np.float64)
 
 
 def _torch_numpy(t) -> np.ndarray:
-    return t.detach().cpu().numpy().copy()
+    return t.detach().float().cpu().numpy().astype(np.float64)
 
 
 def jax_case(name: str, inputs: Inputs, loss: Callable, *, args: Sequence[str],
@@ -163,6 +180,9 @@ def jax_case(name: str, inputs: Inputs, loss: Callable, *, args: Sequence[str],
              **kwargs) -> Case:
     """Register ``loss(*args)`` (JAX arrays, by input name) as a JAX case.
 
+    Its modes: ``jax.jit(jax.value_and_grad(...))``; the backward pass alone, a jitted
+    call of the VJP function that a jitted ``jax.vjp`` returned (its residuals are the
+    forward pass's, computed untimed before each call); and the jitted loss alone.
     ``closed`` names inputs that are closed over (constants of the compiled program)
     instead of passed as arguments. ``requires`` as in :func:`require` (a
     :func:`function` brings its own); ``kwargs`` go to :class:`Case`."""
@@ -171,9 +191,7 @@ def jax_case(name: str, inputs: Inputs, loss: Callable, *, args: Sequence[str],
     argnums = tuple(free.index(w) for w in wrt)
 
     @functools.lru_cache(maxsize=1)
-    def program(shape):
-        """The jitted step and its arguments, shared by setup and memory: the program
-        that is timed is the one whose memory is analysed, and it is compiled once."""
+    def prepared(shape):
         require("jax", *requires, *getattr(loss, "requires", ()))
         import jax
 
@@ -184,18 +202,51 @@ def jax_case(name: str, inputs: Inputs, loss: Callable, *, args: Sequence[str],
             full = dict(constants, **dict(zip(free, given)))
             return loss(*(full[a] for a in args))
 
-        return jax.jit(jax.value_and_grad(f, argnums=argnums)), tuple(values[a] for a in free)
+        def vjp(*given):
+            def of_wrt(*differentiated):
+                full = list(given)
+                for i, value in zip(argnums, differentiated):
+                    full[i] = value
+                return f(*full)
+            return jax.vjp(of_wrt, *(given[i] for i in argnums))
 
-    def setup(shape):
-        step, arrays = program(shape)
-        return lambda: step(*arrays)
+        return f, vjp, tuple(values[a] for a in free)
 
-    def memory(shape):
-        step, arrays = program(shape)
+    @functools.lru_cache(maxsize=None)
+    def program(shape, mode):
+        """The jitted program of a mode and its arguments, shared by setup and memory:
+        the program that is timed is the one whose memory is analysed, compiled once."""
+        import jax
+        import jax.numpy as jnp
+
+        f, vjp, arrays = prepared(shape)
+        if mode == FWD_BWD:
+            return jax.jit(jax.value_and_grad(f, argnums=argnums)), arrays
+        if mode == INFERENCE:
+            return jax.jit(f), arrays
+        forward, backward = jax.jit(vjp), jax.jit(lambda pullback, ct: pullback(ct))
+        value, pullback = forward(*arrays)
+        one = jnp.ones_like(value)
+        return backward, (pullback, one), forward
+
+    def setup(shape, mode):
+        if mode == BACKWARD:
+            backward, (_, one), forward = program(shape, mode)
+            arrays = prepared(shape)[2]
+            return Step(prepare=lambda: forward(*arrays)[1],
+                        run=lambda pullback: (None, backward(pullback, one)))
+        step, arrays = program(shape, mode)
+        if mode == INFERENCE:
+            return Step(lambda: (step(*arrays), ()))
+        return Step(lambda: step(*arrays))
+
+    def memory(shape, mode):
+        step, arrays, *_ = program(shape, mode)
         return jax_temp_bytes(step, *arrays)
 
     def release():
         program.cache_clear()
+        prepared.cache_clear()
         inputs.clear()
 
     return register(Case(name=name, framework="jax", setup=setup, memory=memory,
@@ -208,9 +259,11 @@ def torch_case(name: str, inputs: Inputs, loss: Callable, *, args: Sequence[str]
                **kwargs) -> Case:
     """Register ``loss(*args)`` (tensors, by input name) as a PyTorch case.
 
-    ``memory_runs`` profiled runs measure the memory (they must agree; 1 for steps that
-    take seconds). ``requires`` as in :func:`require` (a :func:`function` brings its
-    own); ``kwargs`` go to :class:`Case`."""
+    Its modes: the loss then ``torch.autograd.grad``; that ``torch.autograd.grad`` alone
+    (the loss, which builds the graph, runs untimed before each call); and the loss
+    under ``torch.no_grad()``. ``memory_runs`` profiled runs measure the memory (they
+    must agree; 1 for steps that take seconds). ``requires`` as in :func:`require` (a
+    :func:`function` brings its own); ``kwargs`` go to :class:`Case`."""
     args, wrt = tuple(args), tuple(wrt)
 
     @functools.lru_cache(maxsize=1)
@@ -222,16 +275,30 @@ def torch_case(name: str, inputs: Inputs, loss: Callable, *, args: Sequence[str]
         by_name = dict(zip(args, tensors))
         differentiated = [by_name[w] for w in wrt]
 
-        def step():
+        def forward():
+            return loss(*tensors)
+
+        def backward(value):
+            return None, torch.autograd.grad(value, differentiated)
+
+        def fwd_bwd():
             value = loss(*tensors)
             return value.detach(), torch.autograd.grad(value, differentiated)
-        return step
 
-    def setup(shape):
-        return program(shape)
+        def inference():
+            with torch.no_grad():
+                return loss(*tensors), ()
 
-    def memory(shape):  # after the harness's warm-up calls
-        return torch_peak_bytes(program(shape), runs=memory_runs, warm_up=False)
+        return {FWD_BWD: Step(fwd_bwd), BACKWARD: Step(backward, prepare=forward),
+                INFERENCE: Step(inference)}
+
+    def setup(shape, mode):
+        return program(shape)[mode]
+
+    def memory(shape, mode):  # after the harness's warm-up calls
+        step = program(shape)[mode]
+        return torch_peak_bytes(step.run, runs=memory_runs, warm_up=False,
+                                prepare=step.prepare)
 
     def release():
         program.cache_clear()

@@ -13,7 +13,9 @@ The unfused computation keeps the (N, V) logits and their gradient; the fused on
 processes the rows in chunks of about 2**24 logits and keeps a few chunks and the
 (V, D) gradient of ``weight``. Memory fractions are fractions of the (N, V) logits'
 bytes; the goals compare the fused with the unfused computation of the same framework
-(same loss and gradients within float32 tolerance, checked before timing). A step at
+(same loss and gradients within the run dtype's tolerance, checked before timing). On
+a GPU run, Liger Kernel's and Cut Cross-Entropy's fused losses (unweighted; Triton,
+CUDA only) are PyTorch context peers where installed; elsewhere their rows are skipped. A step at
 the goal shape, (8192, 1024, 32768), is three 0.5 TFLOP matrix products: seconds to
 minutes on a CPU, so the default shapes are smaller and the goal shape runs on request
 (``--family lce --goal-shapes``, see benchmarks/README.md).
@@ -25,7 +27,7 @@ import math
 
 from benchmarks.builders import (IGNORE_INDEX, Impl, Inputs, class_targets, class_weights,
                                  function, normal, peer_cases, rng_for)
-from benchmarks.registry import Family, register_family
+from benchmarks.registry import SETTINGS, Family, Unavailable, register_family
 
 FAMILY = register_family(Family(
     name="lce",
@@ -69,6 +71,22 @@ def _fused(module):
     return function(f"{module}:linear_cross_entropy", "class_weight", **KEYWORDS)
 
 
+def _gpu_peer(path: str, **keywords):
+    """A fused peer that runs on CUDA only (Triton kernels): ``path(hidden, weight,
+    target, **keywords)``, unweighted (the class weights are dropped); Unavailable
+    unless installed and the run is on a GPU."""
+    call = function(path, **keywords)
+
+    def loss(hidden, weight, target, class_weight):
+        if SETTINGS.device != "gpu":
+            raise Unavailable(f"{path.replace(':', '.')} runs on a CUDA device only")
+        value = call(hidden, weight, target)
+        return value[0] if isinstance(value, tuple) else value  # (loss, z_loss) in some
+
+    loss.requires = call.requires
+    return loss
+
+
 def _three_dims(shape):
     return len(shape) == 3
 
@@ -78,6 +96,8 @@ def _logits_shape(shape):
     return (n, v)
 
 
+LIGER = "liger_kernel.transformers.functional:liger_fused_linear_cross_entropy"
+CCE = "cut_cross_entropy:linear_cross_entropy"
 UNFUSED_TEXT = "hidden @ weight.T, then {}.cross_entropy(z, y, weight=w, ignore_index=-100)"
 peer_cases(
     FAMILY.name, INPUTS, args=("hidden", "weight", "target", "class_weight"),
@@ -85,7 +105,13 @@ peer_cases(
     jax_peers=[Impl("jax_unfused", _unfused("wce_jax"), UNFUSED_TEXT.format("wce_jax"))],
     wce_jax=Impl("wce_jax", _fused("wce_jax"), f"wce_jax.linear_cross_entropy{CALL}"),
     torch_peers=[Impl("torch_unfused", _unfused("wce_torch"),
-                      UNFUSED_TEXT.format("wce_torch"))],
+                      UNFUSED_TEXT.format("wce_torch")),
+                 Impl("liger", _gpu_peer(LIGER, ignore_index=IGNORE_INDEX, reduction="mean"),
+                      "Liger Kernel's liger_fused_linear_cross_entropy(h, W, y, "
+                      "ignore_index=-100): unweighted, CUDA only"),
+                 Impl("cce", _gpu_peer(CCE, ignore_index=IGNORE_INDEX, reduction="mean"),
+                      "Cut Cross-Entropy's linear_cross_entropy(h, W, y, ignore_index=-100): "
+                      "unweighted, CUDA only")],
     wce_torch=Impl("wce_torch", _fused("wce_torch"),
                    f"wce_torch.linear_cross_entropy{CALL}"),
     goals=dict(goal_time_ratio=1.3, goal_memory_ratio=1 / 8),

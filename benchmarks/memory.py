@@ -77,20 +77,24 @@ def _quiet_native_stderr():
         os.close(saved)
 
 
-def allocation_timeline(step: Callable[[], Any]) -> list[int]:
+def allocation_timeline(step: Callable[[], Any], prepare: Callable[[], Any] = None
+                        ) -> list[int]:
     """The signed sizes (bytes; negative for a free) of the CPU allocator's events while
     ``step()`` runs, in program order. The step's result is dropped inside the window,
-    so its frees are part of the timeline; peaks are unaffected by that."""
+    so its frees are part of the timeline; peaks are unaffected by that. With
+    ``prepare``, ``step(prepare())``, ``prepare`` running before the window opens (the
+    forward pass of a measured backward pass)."""
     from torch._C._autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
+    state = prepare() if prepare is not None else None
     gc.collect(1)  # young garbage; a full collection costs ~0.3 s with JAX and torch loaded
     prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
     with _quiet_native_stderr():
         prof.start()
     try:
-        result = step()
-        del result
+        result = step() if prepare is None else step(state)
+        del result, state
     finally:
         with _quiet_native_stderr():
             prof.stop()
@@ -109,17 +113,41 @@ def peak_of(timeline: list[int]) -> int:
     return peak
 
 
-def torch_peak_bytes(step: Callable[[], Any], runs: int = 2, warm_up: bool = True) -> int:
-    """Peak bytes allocated by ``step()`` beyond what existed before it (module docstring).
+def cuda_peak(step: Callable[[], Any], prepare: Callable[[], Any] = None) -> int:
+    """On a CUDA device: the caching allocator's peak of allocated bytes while ``step``
+    runs, beyond what was allocated when it began (``torch.cuda.max_memory_allocated``)."""
+    import torch
+
+    state = prepare() if prepare is not None else None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    result = step() if prepare is None else step(state)
+    torch.cuda.synchronize()
+    del result, state
+    return int(torch.cuda.max_memory_allocated() - base)
+
+
+def torch_peak_bytes(step: Callable[[], Any], runs: int = 2, warm_up: bool = True,
+                     prepare: Callable[[], Any] = None) -> int:
+    """Peak bytes allocated by ``step()`` (``step(prepare())``, ``prepare`` not counted)
+    beyond what existed before it (module docstring); on a CUDA run, the CUDA
+    allocator's peak (:func:`cuda_peak`).
 
     ``step`` is run once unprofiled (lazy initialisation; ``warm_up=False`` when it has
     run before) and then ``runs`` times under the profiler. The runs should agree, as
     the measure is deterministic; if they do not (a step whose allocations depend on
     timing) this warns and returns the largest.
     """
+    from benchmarks.registry import SETTINGS
+
+    call = (lambda: step()) if prepare is None else (lambda: step(prepare()))
     if warm_up:
-        step()
-    peaks = [peak_of(allocation_timeline(step)) for _ in range(runs)]
+        call()
+    if SETTINGS.device == "gpu":
+        peaks = [cuda_peak(step, prepare) for _ in range(runs)]
+    else:
+        peaks = [peak_of(allocation_timeline(step, prepare)) for _ in range(runs)]
     if len(set(peaks)) != 1:
         warnings.warn(f"torch peak memory differs between identical runs: {peaks}; "
                       f"reporting the largest", RuntimeWarning, stacklevel=2)

@@ -21,9 +21,48 @@ Shape = Tuple[int, ...]
 CASE_MODULES = ("benchmarks.cross_entropy", "benchmarks.nll", "benchmarks.binary",
                 "benchmarks.focal", "benchmarks.linear")
 
-#: The float32 tolerance of spec/SPEC.md section 1: two implementations agree when
-#: ``max |got - want| <= atol + rtol * max |want|`` for the loss and every gradient.
-FLOAT32_RTOL, FLOAT32_ATOL = 1e-5, 1e-6
+
+#: What one measured call runs: the loss and its gradients, the gradients alone (the
+#: forward pass that builds what they need runs before, untimed), or the loss alone
+#: (``torch.no_grad()``; no VJP in JAX).
+FWD_BWD, BACKWARD, INFERENCE = "fwd+bwd", "backward", "inference"
+MODES = (FWD_BWD, BACKWARD, INFERENCE)
+
+#: Where and in what floating dtype the run's inputs are made (``python -m benchmarks
+#: --device/--dtype``): every case of the run sees the same.
+DEVICES = ("cpu", "gpu")
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass
+class RunSettings:
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    @property
+    def itemsize(self) -> int:
+        return {"float32": 4, "bfloat16": 2}[self.dtype]
+
+
+SETTINGS = RunSettings()
+
+
+def configure(device: str = "cpu", dtype: str = "float32") -> None:
+    """Set the device and dtype of the cases' inputs (before any case is set up)."""
+    if device not in DEVICES:
+        raise ValueError(f"device={device!r}; expected one of {DEVICES}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}; expected one of {DTYPES}")
+    SETTINGS.device, SETTINGS.dtype = device, dtype
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One measured call: ``run()``, or ``run(prepare())`` with only ``run`` timed (the
+    backward pass, whose forward pass ``prepare`` runs untimed each time)."""
+
+    run: Callable[..., Any]
+    prepare: Optional[Callable[[], Any]] = None
 
 
 class Unavailable(Exception):
@@ -79,13 +118,15 @@ class Case:
     Attributes:
       name: unique short name, used in the table, the JSON and ``--cases``.
       framework: ``"jax"`` or ``"torch"`` (what ``--only`` selects on).
-      setup: ``setup(shape)`` builds inputs and returns a callable that runs one
-        forward+backward and returns something to block on.
+      setup: ``setup(shape, mode)`` builds inputs and returns the :class:`Step` of
+        one call in that mode (one of ``modes``): a forward+backward, a backward pass,
+        or a forward pass without gradients; its result is something to block on.
         The first calls compile; the harness warms it up before timing.
-      memory: ``memory(shape)`` returns the case's memory beyond its inputs in bytes
-        (see ``memory_kind``), or None when the case has no memory measure. It is
-        called after ``setup`` and the warm-up calls (which compiled the program and
-        did any lazy initialisation).
+      memory: ``memory(shape, mode)`` returns the case's memory beyond its inputs in
+        bytes (see ``memory_kind``), or None when the case has no memory measure. It
+        is called after ``setup`` and the warm-up calls (which compiled the program
+        and did any lazy initialisation).
+      modes: the modes the case runs in (:data:`MODES`).
       baseline: the name of the case this one's time and memory are divided by, in the
         same run and shape; None for a baseline itself.
       family: the name of the case's :class:`Family`.
@@ -98,25 +139,27 @@ class Case:
       goal_memory_ratio: the goal for ``memory / baseline memory`` (or None).
       logits_shape: ``logits_shape(shape)``, the shape of the logits the loss sees
         (``(N, V)`` for a fused linear+cross-entropy of shape ``(N, D, V)``): memory
-        fractions are fractions of their float32 bytes, and the plot's x axis is their
+        fractions are fractions of their bytes in the run's dtype, and the plot's x axis is their
         number of elements.
       applies: ``applies(shape)``: whether the case runs on that shape (two-dimensional
         by default).
       reference: the name of a case that computes the same loss and gradients on the
         same inputs; before timing, this case's outputs are compared with the
-        reference's (spec section 1, ``rtol``/``atol``) and a disagreement is an error
-        row. None: not checked.
+        reference's with conformance's comparison (spec section 1, the tolerance of
+        ``dtype`` in SPEC.md's table) and a disagreement is an error row. None: not
+        checked.
       outputs: ``outputs(result)`` turns what the step returned into named NumPy
-        arrays (``{"loss": ..., "d_logits": ...}``) for that comparison.
-      rtol, atol: the tolerance of the comparison (float32's by default).
+        arrays (``{"loss": ..., "d_logits": ...}``) for that comparison, which is
+        made in every mode, between the case's and the reference's outputs of that
+        mode, in the run's dtype.
       release: frees what ``setup`` cached (inputs, compiled programs) once a shape is
         done.
     """
 
     name: str
     framework: str
-    setup: Callable[[Shape], Callable[[], Any]]
-    memory: Callable[[Shape], Optional[int]]
+    setup: Callable[[Shape, str], Step]
+    memory: Callable[[Shape, str], Optional[int]]
     baseline: Optional[str]
     family: str = "ce"
     description: str = ""
@@ -128,12 +171,11 @@ class Case:
     applies: Callable[[Shape], bool] = _two_dims
     reference: Optional[str] = None
     outputs: Optional[Callable[[Any], dict]] = None
-    rtol: float = FLOAT32_RTOL
-    atol: float = FLOAT32_ATOL
     release: Callable[[], None] = _nothing
+    modes: Tuple[str, ...] = MODES
 
     def logits_bytes(self, shape: Shape) -> int:
-        return 4 * math.prod(self.logits_shape(shape))  # float32 logits
+        return SETTINGS.itemsize * math.prod(self.logits_shape(shape))
 
 
 _FAMILIES: dict[str, Family] = {}

@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from benchmarks.harness import OK, Row
-from benchmarks.registry import Case, Family, Shape
+from benchmarks.registry import MODES, SETTINGS, Case, Family, Shape
 
 MEMORY_KINDS = {
     "xla-temp": "temporary buffers of the compiled program (inputs and outputs excluded)",
-    "torch-peak": "CPU allocator peak beyond the inputs (the returned gradients included)",
+    "torch-peak": "CPU allocator peak beyond the inputs (the returned gradients included); "
+                  "on a GPU, the CUDA allocator's",
 }
 
-COLUMNS = ("shape", "case", "time ms (mean ± std)", "min ms", "ratio (± std)", "vs", "mem/logits",
+COLUMNS = ("shape", "case", "mode", "time ms (mean ± std)", "min ms", "ratio (± std)", "vs",
+           "mem/logits",
            "mem kind", "mem ratio", "agrees", "goals")
 
 
@@ -61,12 +63,20 @@ def _agrees(row: Row) -> str:
     return f"{'ok' if a['agree'] else 'NO'} {worst:.0e}"
 
 
+def in_table_order(rows: Sequence[Row]) -> list[Row]:
+    """Shape by shape as run; within a shape, mode by mode (:data:`MODES`), the cases in
+    registration order."""
+    shapes = list(dict.fromkeys(tuple(r.shape) for r in rows))
+    return sorted(rows, key=lambda r: (shapes.index(tuple(r.shape)),
+                                       MODES.index(r.mode) if r.mode in MODES else 99))
+
+
 def table_rows(rows: Sequence[Row], goal_shapes: Sequence[Shape] = ()) -> list[tuple]:
     out = []
-    for row in rows:
+    for row in in_table_order(rows):
         shape = shape_str(row.shape) + (" *" if tuple(row.shape) in goal_shapes else "")
         if row.status != OK:
-            out.append((shape, row.case, f"{row.status}: {row.note}"))
+            out.append((shape, row.case, row.mode, f"{row.status}: {row.note}"))
             continue
         if row.baseline is None:
             ratio, vs, mem_ratio = "base", "", "base" if row.memory_bytes is not None else "-"
@@ -75,7 +85,7 @@ def table_rows(rows: Sequence[Row], goal_shapes: Sequence[Shape] = ()) -> list[t
                      f"{row.ratio:.2f} ± {row.ratio_std:.2f}")
             vs = row.baseline
             mem_ratio = "-" if row.memory_ratio is None else f"{row.memory_ratio:.3g}"
-        out.append((shape, row.case, f"{_ms(row.mean_s)} ± {_ms(row.std_s, 2)}",
+        out.append((shape, row.case, row.mode, f"{_ms(row.mean_s)} ± {_ms(row.std_s, 2)}",
                     _ms(row.min_s), ratio, vs,
                     _fraction(row.memory_fraction), row.memory_kind or "-", mem_ratio,
                     _agrees(row), _goals(row)))
@@ -90,27 +100,28 @@ def format_table(rows: Sequence[Row], goal_shapes: Sequence[Shape] = ()) -> str:
     lines.append("  ".join("-" * w for w in widths))
     previous = None
     for r in body:
-        if previous is not None and r[0] != previous:
+        if previous is not None and r[:3:2] != previous:
             lines.append("")
-        previous = r[0]
+        previous = r[:3:2]
         if len(r) == len(COLUMNS):
             lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-        else:  # skipped or failed: shape, case, then the note across the other columns
-            lines.append(f"{r[0].ljust(widths[0])}  {r[1].ljust(widths[1])}  {r[2]}")
+        else:  # skipped or failed: shape, case, mode, then the note across the others
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + f"  {r[3]}")
     return "\n".join(lines)
 
 
 def format_context(rows: Sequence[Row]) -> str:
     """Each shape's other baselines against its first (cross-framework context)."""
     lines = []
-    for row in rows:
+    for row in in_table_order(rows):
         if row.baseline is None and row.mean_s is not None:
             first = next(r for r in rows if r.shape == row.shape and r.baseline is None
-                         and r.mean_s is not None)
+                         and r.mode == row.mode and r.mean_s is not None)
             if first is not row and first.case in row.context_ratios:
                 r = row.context_ratios[first.case]
-                lines.append(f"{shape_str(row.shape)}: {row.case} takes {r['ratio']:.2f} ± "
-                             f"{r['ratio_std']:.2f} x the time of {first.case}")
+                lines.append(f"{shape_str(row.shape)} {row.mode}: {row.case} takes "
+                             f"{r['ratio']:.2f} ± {r['ratio_std']:.2f} x the time of "
+                             f"{first.case}")
     return "\n".join(lines)
 
 
@@ -137,13 +148,18 @@ def format_report(rows: Sequence[Row], families: Sequence[Family] = (),
         parts.append("")
     if any(family.goal_shapes for family in families):
         parts.append("* a shape the goals are stated for")
-    parts.append("ratio: mean time / the baseline's ('vs') mean time, in the same run; "
-                 "± the std of the per-round ratios")
+    parts.append("mode: fwd+bwd (the loss and its gradients), backward (the gradients "
+                 "alone, after an untimed forward pass), inference (the loss alone: "
+                 "torch.no_grad(), no VJP in JAX)")
+    parts.append("ratio: mean time / the baseline's ('vs') mean time in the same mode, in "
+                 "the same run; ± the std of the per-round ratios")
     parts.append("mem/logits: memory beyond the inputs / the logits' bytes; mem ratio: "
                  "memory / the baseline's; mem kind:")
     parts += [f"  {kind}: {text}" for kind, text in MEMORY_KINDS.items()]
-    parts.append("agrees: loss and gradients equal to the reference's within float32 "
-                 "tolerance, and the largest max|diff| / max|ref| (see the JSON)")
+    parts.append(f"agrees: loss and gradients equal to the reference's by conformance's "
+                 f"comparison and SPEC.md's {SETTINGS.dtype} tolerance, and the largest "
+                 f"max|diff| / max|ref| "
+                 f"(see the JSON)")
     return "\n".join(parts)
 
 
@@ -211,8 +227,7 @@ def write_json(path: Path, rows: Sequence[Row], cases: Sequence[Case], settings:
                            "goal_time_ratio": c.goal_time_ratio,
                            "goal_memory_fraction": c.goal_memory_fraction,
                            "goal_memory_ratio": c.goal_memory_ratio,
-                           "rtol": c.rtol if c.reference else None,
-                           "atol": c.atol if c.reference else None}
+                           "modes": list(c.modes)}
                   for c in cases},
         "rows": records,
     }
@@ -221,14 +236,16 @@ def write_json(path: Path, rows: Sequence[Row], cases: Sequence[Case], settings:
 
 
 def write_plot(path: Path, rows: Sequence[Row], families: Sequence[Family] = ()) -> None:
-    """One row of panels per family: the time, the ratio against the baseline and the
-    memory fraction, each against the number of logits (N*C, or N*V)."""
+    """One row of panels per family: the forward+backward time, its ratio against the
+    baseline and its memory fraction, each against the number of logits (N*C, or N*V).
+    The other modes are in the table and the JSON."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     known = {f.name: f for f in families}
+    rows = [r for r in rows if r.mode == MODES[0]]  # forward+backward
     names = list(dict.fromkeys(r.family for r in rows))
     height = 4.2 * len(names)
     fig, axes = plt.subplots(len(names), 3, figsize=(17, height), squeeze=False)

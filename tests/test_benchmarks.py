@@ -32,16 +32,21 @@ def test_quick_run_writes_table_json_and_plot(tmp_path):
     assert out_png.stat().st_size > 0 and out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     cases, families = registry.all_cases(), registry.all_families()
-    expected = {(shape, case.name) for family in families for shape in family.quick_shapes
-                for case in cases if case.family == family.name}
+    expected = {(shape, case.name, mode) for family in families
+                for shape in family.quick_shapes for case in cases
+                if case.family == family.name for mode in registry.MODES}
+    gpu_only = {"lce/liger", "lce/cce"}  # skipped on the CPU
     # every family runs at least one JAX and one PyTorch case
     assert {(c.family, c.framework) for c in cases} == {
         (f.name, fw) for f in families for fw in ("jax", "torch")}
     lines = proc.stdout.splitlines()
-    for shape, name in expected:
+    for shape, name, mode in expected:
         case = next(c for c in cases if c.name == name)
-        row = [l for l in lines if l.split()[:2] == ["x".join(map(str, shape)), name]]
-        assert len(row) == 1, f"no table row for {name} at {shape}:\n{proc.stdout}"
+        row = [l for l in lines if l.split()[:3] == ["x".join(map(str, shape)), name, mode]]
+        assert len(row) == 1, f"no table row for {name} {mode} at {shape}:\n{proc.stdout}"
+        if name in gpu_only:
+            assert "skipped: " in row[0], row[0]
+            continue
         assert " ± " in row[0], row[0]
         if case.baseline is not None:
             assert case.baseline in row[0].split()
@@ -54,9 +59,14 @@ def test_quick_run_writes_table_json_and_plot(tmp_path):
     assert doc["settings"]["quick"] is True
     assert set(doc["cases"]) == {c.name for c in cases}
     assert set(doc["families"]) == {f.name for f in families}
-    rows = {(tuple(r["shape"]), r["case"]): r for r in doc["rows"]}
+    assert doc["settings"]["modes"] == list(registry.MODES)
+    assert (doc["settings"]["device"], doc["settings"]["dtype"]) == ("cpu", "float32")
+    rows = {(tuple(r["shape"]), r["case"], r["mode"]): r for r in doc["rows"]}
     assert set(rows) == expected
-    for (shape, name), r in rows.items():
+    for (shape, name, mode), r in rows.items():
+        if name in gpu_only:
+            assert r["status"] == "skipped", r
+            continue
         assert r["status"] == "ok", r
         rounds = doc["settings"]["families"][r["family"]]["rounds"]
         assert len(r["times_s"]) == rounds and r["mean_s"] > 0
@@ -67,19 +77,34 @@ def test_quick_run_writes_table_json_and_plot(tmp_path):
             agreement = r["agreement"]
             assert agreement["agree"] is True and agreement["reference"] == \
                 doc["cases"][name]["reference"]
-            assert set(agreement["max_rel_diff"]) >= {"loss"}
+            assert agreement["dtype"] == "float32"
+            # each mode compares what it computes
+            assert set(agreement["max_rel_diff"]) >= (
+                {"loss"} if mode == "inference" else {"d_" + n for n in ("logits",)}
+                if name == "wce_jax" and mode == "backward" else set())
+            assert ("loss" in agreement["max_rel_diff"]) == (mode != "backward")
             assert all(0 <= d <= 1e-5 for d in agreement["max_rel_diff"].values()), r
     # deterministic measures: the naive JAX version and torch keep logits-sized buffers
     ce = next(f for f in families if f.name == "ce")
     for shape in ce.quick_shapes:
-        assert rows[(shape, "jnp_naive")]["memory_fraction"] >= 1.0
-        assert rows[(shape, "wce_jax")]["memory_fraction"] < 0.1
-        assert rows[(shape, "torch_F")]["memory_fraction"] == pytest.approx(3.0, abs=0.01)
+        assert rows[(shape, "jnp_naive", "fwd+bwd")]["memory_fraction"] >= 1.0
+        assert rows[(shape, "wce_jax", "fwd+bwd")]["memory_fraction"] < 0.1
+        assert rows[(shape, "torch_F", "fwd+bwd")]["memory_fraction"] == pytest.approx(
+            3.0, abs=0.01)
+        # inference keeps no logits-sized gradient: torch's log-softmax output only
+        assert rows[(shape, "torch_F", "inference")]["memory_fraction"] == pytest.approx(
+            1.0, abs=0.01)
+        # every ratio is against the baseline of the same mode
+        for mode in registry.MODES:
+            r, base = rows[(shape, "wce_jax", mode)], rows[(shape, "optax", mode)]
+            assert r["ratio"] == pytest.approx(r["mean_s"] / base["mean_s"])
     # the fused linear+cross-entropy: both gradients, the logits are N x V
     (lce_shape,) = next(f for f in families if f.name == "lce").quick_shapes
-    lce = rows[(lce_shape, "lce/wce_jax")]
+    lce = rows[(lce_shape, "lce/wce_jax", "fwd+bwd")]
     assert lce["logits_shape"] == [lce_shape[0], lce_shape[2]]
     assert set(lce["agreement"]["max_rel_diff"]) == {"loss", "d_hidden", "d_weight"}
+    assert set(rows[(lce_shape, "lce/wce_torch", "backward")]["agreement"][
+        "max_rel_diff"]) == {"d_hidden", "d_weight"}
 
 
 def test_torch_peak_memory_is_deterministic_and_counts_from_the_step():
@@ -132,7 +157,7 @@ def test_selection_adds_baselines_and_references_and_rejects_unknown_names():
         "optax", "wce_jax", "jnp_naive"]  # its baseline and its reference
     assert {c.framework for c in registry.select(only="jax")} == {"jax"}
     assert [c.name for c in registry.select(only="torch", families=["lce"])] == [
-        "lce/torch_unfused", "lce/wce_torch"]
+        "lce/torch_unfused", "lce/wce_torch", "lce/liger", "lce/cce"]
     with pytest.raises(KeyError, match="nosuch"):
         registry.select(names=["nosuch"])
     with pytest.raises(KeyError, match="nosuch"):
@@ -173,7 +198,8 @@ def test_a_case_that_disagrees_with_its_reference_is_an_error_row_with_the_numbe
 
     def constant(value):
         return registry.Case(
-            f"c{value}", "torch", setup=lambda s: (lambda: value), memory=lambda s: None,
+            f"c{value}", "torch", setup=lambda s, m: registry.Step(lambda: value),
+            memory=lambda s, m: None, modes=(registry.FWD_BWD,),
             baseline=None if value == 1.0 else "c1.0",
             reference=None if value == 1.0 else "c1.0",
             outputs=lambda result: {"loss": np.float32(result),
@@ -187,26 +213,116 @@ def test_a_case_that_disagrees_with_its_reference_is_an_error_row_with_the_numbe
     assert close.agreement["max_rel_diff"]["d_x"] == pytest.approx(3e-6, rel=0.1)
     assert far.status == "error" and "disagrees with c1.0" in far.note and not far.times_s
     assert far.agreement["max_rel_diff"]["loss"] == pytest.approx(1e-3, rel=1e-3)
-    nan = harness.agreement({"x": np.array([1.0, np.nan])}, {"x": np.array([1.0, 2.0])},
-                            1e-5, 1e-6)
+    nan = harness.agreement({"x": np.array([1.0, np.nan])}, {"x": np.array([1.0, 2.0])})
     assert nan["agree"] is False
 
 
+def test_agreement_is_conformances_comparison_with_the_specs_tolerance():
+    import numpy as np
+
+    from conformance import compare, spec
+
+    f32 = spec.tolerances()["float32"]
+    # An all-zero expected value (a gradient that vanishes): the relative difference is
+    # the absolute one, as conformance reports it (not infinity), and only atol applies.
+    zeros = np.zeros(4)
+    for got in (zeros + f32.atol / 2, zeros + f32.atol * 2, np.array([0, 0, 0, np.inf])):
+        found = harness.agreement({"d_x": got}, {"d_x": zeros})
+        want = compare.compare(got, zeros, "float32")
+        assert found["agree"] is want.ok
+        assert found["max_abs_diff"]["d_x"] == want.abs_err
+        assert found["max_rel_diff"]["d_x"] == want.rel_err
+    assert harness.agreement({"d_x": zeros + f32.atol / 2}, {"d_x": zeros})["agree"]
+    assert harness.agreement({"d_x": zeros + f32.atol / 2},
+                             {"d_x": zeros})["max_rel_diff"]["d_x"] == f32.atol / 2
+    assert not harness.agreement({"d_x": zeros + f32.atol * 2}, {"d_x": zeros})["agree"]
+    # the tolerance is SPEC.md's for the dtype asked for
+    bf16 = spec.tolerances()["bfloat16"]
+    assert bf16.rtol > f32.rtol
+    close = {"loss": np.array(1.0 + bf16.rtol / 2)}
+    assert not harness.agreement(close, {"loss": np.array(1.0)})["agree"]
+    found = harness.agreement(close, {"loss": np.array(1.0)}, "bfloat16")
+    assert found["agree"] and (found["rtol"], found["atol"]) == (bf16.rtol, bf16.atol)
+    # infinities of opposite sign disagree, as in conformance
+    assert not harness.agreement({"x": np.array([np.inf])}, {"x": np.array([-np.inf])})[
+        "agree"]
+
+
 def test_an_unavailable_or_broken_case_is_a_row_not_a_crash():
-    def missing(shape):
+    def missing(shape, mode):
         raise registry.Unavailable("not here")
 
-    def broken(shape):
+    def broken(shape, mode):
         raise ZeroDivisionError("boom")
 
-    cases = [registry.Case("gone", "torch", setup=missing, memory=lambda s: None,
-                           baseline=None),
-             registry.Case("bad", "torch", setup=broken, memory=lambda s: None,
-                           baseline="gone"),
-             registry.Case("fine", "torch", setup=lambda s: (lambda: 1),
-                           memory=lambda s: None, baseline=None)]
+    one = dict(memory=lambda s, m: None, modes=(registry.FWD_BWD,))
+    cases = [registry.Case("gone", "torch", setup=missing, baseline=None, **one),
+             registry.Case("bad", "torch", setup=broken, baseline="gone", **one),
+             registry.Case("fine", "torch", setup=lambda s, m: registry.Step(lambda: 1),
+                           baseline=None, **one)]
     rows = harness.run_shape(cases, (2, 3), rounds=2, min_time=0.0)
     status = {r.case: (r.status, r.note) for r in rows}
     assert status["gone"] == ("skipped", "not here")
     assert status["bad"][0] == "error" and "ZeroDivisionError: boom" in status["bad"][1]
     assert status["fine"] == ("ok", "") and len(rows[2].times_s) == 2
+
+
+def test_a_backward_step_times_only_its_run_and_modes_pair_with_their_own_baseline():
+    import time
+
+    slow_forward = registry.Step(prepare=lambda: time.sleep(0.02) or 5,
+                                 run=lambda state: state + 1)
+    assert harness._call(slow_forward, lambda r: r)[0] == 6
+    assert harness._timed(slow_forward, lambda r: r, 3) < 0.02  # the prepare is untimed
+
+    def case(name, baseline, seconds):
+        def setup(shape, mode):
+            pause = seconds[mode]
+            return registry.Step(lambda: time.sleep(pause))
+        return registry.Case(name, "torch", setup=setup, memory=lambda s, m: None,
+                             baseline=baseline)
+
+    rows = harness.run_shape(
+        [case("base", None, {"fwd+bwd": 0.004, "backward": 0.002, "inference": 0.001}),
+         case("mine", "base", {"fwd+bwd": 0.004, "backward": 0.002, "inference": 0.004})],
+        (2, 3), rounds=2, min_time=0.0, warmup=1)
+    got = {(r.case, r.mode): r for r in rows}
+    assert set(got) == {(c, m) for c in ("base", "mine") for m in registry.MODES}
+    assert got[("mine", "inference")].ratio > 2  # against the baseline's inference
+    assert got[("mine", "fwd+bwd")].ratio < 2
+
+
+def test_gpu_check_dry_run_on_the_cpu_and_says_when_there_is_no_gpu(tmp_path):
+    from benchmarks import gpu_check
+    from conformance import spec
+
+    script = ROOT / "benchmarks" / "gpu_check.sh"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHON"] = sys.executable
+    if gpu_check.gpu_problem():
+        proc = subprocess.run([str(script), "--out", str(tmp_path / "gpu")], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == gpu_check.NO_GPU == 3, proc.stderr
+        assert "NO GPU" in proc.stderr and not (tmp_path / "gpu").exists()
+    proc = subprocess.run([str(script), "--dry-run", "--out", str(tmp_path / "dry")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = (tmp_path / "dry" / "gpu_check.md").read_text()
+    assert table.strip() in proc.stdout
+    for impl in ("wce_jax", "wce_torch"):
+        for dtype in ("float32", "bfloat16"):
+            line = next(l for l in table.splitlines() if l.startswith(f"| {impl} | {dtype} |"))
+            passed, failed = (int(x) for x in line.split("|")[3:5])
+            assert passed == len(gpu_check.DRY_CASES) and failed == 0, line
+    for case in ("wce_jax", "wce_torch", "lce/wce_jax", "lce/wce_torch"):
+        for mode in registry.MODES:
+            assert any(l.startswith(f"| {case} | ") and f"| {mode} |" in l and
+                       l.rstrip().endswith("| ok |") for l in table.splitlines()), (case, mode)
+    lce = json.loads((tmp_path / "dry" / "lce.json").read_text())
+    assert lce["settings"]["dtype"] == "bfloat16"
+    assert {(r["case"], r["status"]) for r in lce["rows"]} == {
+        (c, "ok") for c in ("lce/jax_unfused", "lce/wce_jax", "lce/torch_unfused",
+                            "lce/wce_torch")}
+    bf16 = spec.tolerances()["bfloat16"]
+    assert all(r["agreement"]["rtol"] == bf16.rtol for r in lce["rows"] if r["agreement"])

@@ -150,18 +150,25 @@ def release_jax() -> None:
 # PyTorch
 
 
+#: Where the torch runner makes the cases' tensors: the environment's WCE_TORCH_DEVICE
+#: (``cuda``), else the CPU. Values are rounded to the run dtype on the CPU first, so
+#: every device sees the same inputs.
+DEVICE = os.environ.get("WCE_TORCH_DEVICE") or "cpu"
+
+
 def to_torch(a: np.ndarray, dtype: str):
     import torch
 
     if np.dtype(a.dtype).kind == "f":
-        return torch.from_numpy(np.array(a, dtype=np.float64)).to(getattr(torch, dtype))
-    return torch.from_numpy(np.array(a, dtype=dtype))
+        t = torch.from_numpy(np.array(a, dtype=np.float64)).to(getattr(torch, dtype))
+        return t.to(DEVICE)
+    return torch.from_numpy(np.array(a, dtype=dtype)).to(DEVICE)
 
 
 def _numpy(t) -> np.ndarray:
     import torch
 
-    return t.detach().to(torch.float64).numpy()
+    return t.detach().to(torch.float64).cpu().numpy()
 
 
 def _dtype(t) -> str:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from conformance import spec
 from conformance.adapters import TORCH_LOSSES, Adapter
-from conformance.adapters.runners import run_torch
+from conformance.adapters.runners import DEVICE, run_torch
 
 
 def ddp_mean_of_shards(fn):
@@ -26,7 +26,7 @@ def ddp_mean_of_shards(fn):
 
 class TorchAdapter(Adapter):
     name = "torch"
-    description = f"torch.nn.functional (torch {torch.__version__}); DDP for shards"
+    description = f"torch.nn.functional (torch {torch.__version__}, {DEVICE}); DDP for shards"
     losses = TORCH_LOSSES
     deviations = spec.torch_deviations()
     supports_shards = True  # as DDP does it: the mean of the per-rank losses

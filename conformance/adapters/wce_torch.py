@@ -6,12 +6,12 @@ import torch
 
 import wce_torch
 from conformance.adapters import Adapter
-from conformance.adapters.runners import run_torch
+from conformance.adapters.runners import DEVICE, run_torch
 
 
 class WceTorchAdapter(Adapter):
     name = "wce_torch"
-    description = f"wce_torch (torch {torch.__version__})"
+    description = f"wce_torch (torch {torch.__version__}, {DEVICE})"
     exact_errors = True
 
     def call(self, case, dtype, traced):
