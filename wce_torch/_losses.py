@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from wce_torch import _checks as check
+from wce_torch import _core as core
 
 #: [GRAD-BCE]: 1e-12 rounded to float32, the guard torch uses in every dtype.
 BCE_GRAD_EPS = 9.999999960041972e-13
@@ -57,34 +58,32 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     reduction = check.reduction(size_average, reduce, reduction)
     eps = check.label_smoothing(label_smoothing)
     ignore_index = check.ignore_index(ignore_index)
-    check.class_axis(input, "input")
+    axis = check.class_axis(input, "input")
     check.tensor(target, "target")
-    num_classes = input.shape[0 if input.dim() == 1 else 1]
-    weight = check.class_weight(weight, num_classes)
-    x = _rows(input)
+    num_classes, shape = input.shape[axis], check.without_axis(input.shape, axis)
+    weight = check.class_weight(weight, num_classes, "weight", input.shape)
+    x = core.rows(input)
     dtype = check.compute_dtype(input.dtype)
-    w = _class_weights(weight, num_classes, dtype, input.device)
+    w = core.class_weights_or_ones(weight, num_classes, dtype, input.device)
     if check.is_probability_target(target):
         if ignore_index != -100:
             raise ValueError(
                 f"ignore_index is not supported with probability targets (floating "
                 f"target), got ignore_index={ignore_index}; expected the default -100"
             )
-        check.target_shape(target, input.shape, "the input's shape (probabilities)")
+        check.probability_target_shape(target, input.shape, axis)
         check.warn_if_probabilities(x)
-        t = _rows(target).to(dtype)
+        t = core.rows(target).to(dtype)
         if eps:
             t = (1.0 - eps) * t + eps / num_classes
         losses = -((torch.log_softmax(x.to(dtype), dim=-1) * t) @ w)
-        return _reduce(losses, None, reduction, _target_shape(input),
-                       process_group).to(input.dtype)
-    check.target_shape(target, _target_shape(input), "the input's shape without the class axis")
+        return core.reduce(losses, None, reduction, shape, process_group).to(input.dtype)
+    check.target_shape(target, shape, "the input's shape without the class axis")
     check.class_target_range(target, num_classes, ignore_index)
     check.warn_if_probabilities(x)
-    valid, y, w_y = _class_terms(target.reshape(-1), w, num_classes, ignore_index)
+    valid, y, w_y = core.class_terms(target.reshape(-1), w, num_classes, ignore_index)
     losses, _, _ = _ClassCrossEntropy.apply(x, y, valid, w_y, w, eps)
-    return _reduce(losses, w_y, reduction, _target_shape(input),
-                   process_group).to(input.dtype)
+    return core.reduce(losses, w_y, reduction, shape, process_group).to(input.dtype)
 
 
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
@@ -98,23 +97,20 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     input = check.floating(input, "input")
     reduction = check.reduction(size_average, reduce, reduction)
     ignore_index = check.ignore_index(ignore_index)
-    check.class_axis(input, "input")
+    axis = check.class_axis(input, "input")
     check.tensor(target, "target")
-    if check.is_probability_target(target):
-        raise TypeError("nll_loss takes class indices: target must have an integer dtype, "
-                        f"got target.dtype={target.dtype}")
-    num_classes = input.shape[0 if input.dim() == 1 else 1]
-    weight = check.class_weight(weight, num_classes)
-    check.target_shape(target, _target_shape(input), "the input's shape without the class axis")
+    check.class_indices(target, "nll_loss")
+    num_classes, shape = input.shape[axis], check.without_axis(input.shape, axis)
+    weight = check.class_weight(weight, num_classes, "weight", input.shape)
+    check.target_shape(target, shape, "the input's shape without the class axis")
     check.class_target_range(target, num_classes, ignore_index)
     dtype = check.compute_dtype(input.dtype)
-    w = _class_weights(weight, num_classes, dtype, input.device)
-    valid, y, w_y = _class_terms(target.reshape(-1), w, num_classes, ignore_index)
-    picked = _rows(input).to(dtype).gather(1, y[:, None])[:, 0]
+    w = core.class_weights_or_ones(weight, num_classes, dtype, input.device)
+    valid, y, w_y = core.class_terms(target.reshape(-1), w, num_classes, ignore_index)
+    picked = core.rows(input).to(dtype).gather(1, y[:, None])[:, 0]
     bad = torch.isnan(w_y)  # an out-of-range target under torch.compile [TRACE-TARGET-RANGE]
-    losses = torch.where(valid, -w_y * picked, 0.0) + _nan_rows(bad, _rows(input))
-    return _reduce(losses, w_y, reduction, _target_shape(input),
-                   process_group).to(input.dtype)
+    losses = torch.where(valid, -w_y * picked, 0.0) + core.nan_rows(bad, core.rows(input))
+    return core.reduce(losses, w_y, reduction, shape, process_group).to(input.dtype)
 
 
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
@@ -131,7 +127,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     """
     input = check.floating(input, "input")
     reduction = check.reduction(size_average, reduce, reduction)
-    target = _binary_target(target, input.shape)
+    target = check.binary_target(target, input.shape)
     weight = check.broadcastable(weight, "weight", input.shape)
     check.unit_interval(input, "input")
     check.unit_interval(target, "target")
@@ -139,7 +135,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     w = torch.ones((), dtype=dtype, device=input.device) if weight is None else weight.to(dtype)
     losses, _ = _BinaryCrossEntropy.apply(input.to(dtype), target.to(dtype),
                                           w.expand(input.shape))
-    return _reduce(losses, None, reduction, input.shape, process_group).to(input.dtype)
+    return core.reduce(losses, None, reduction, input.shape, process_group).to(input.dtype)
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None,
@@ -157,7 +153,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     """
     input = check.floating(input, "input")
     reduction = check.reduction(size_average, reduce, reduction)
-    target = _binary_target(target, input.shape)
+    target = check.binary_target(target, input.shape)
     weight = check.broadcastable(weight, "weight", input.shape)
     pos_weight = check.broadcastable(pos_weight, "pos_weight", input.shape)
     dtype = check.compute_dtype(input.dtype)
@@ -166,186 +162,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     losses = (1.0 - y) * x - q * F.logsigmoid(x)
     if weight is not None:
         losses = weight.to(dtype) * losses
-    return _reduce(losses, None, reduction, input.shape, process_group).to(input.dtype)
-
-
-def sigmoid_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="none", *,
-                       process_group=None):
-    r"""RetinaNet's focal loss, with ``torchvision.ops.sigmoid_focal_loss``'s semantics.
-
-    [FOCAL-SIGMOID]::
-
-        l = alpha_t * (1 - p_t)^gamma * ce,   1 - p_t = y sigmoid(-x) + (1 - y) sigmoid(x)
-
-    with ``ce`` the binary cross-entropy of the logits and
-    ``alpha_t = alpha y + (1 - alpha)(1 - y)`` (1 when ``alpha`` is None or negative).
-    ``reduction`` defaults to ``"none"`` as in torchvision; ``"mean"`` divides by the
-    number of elements. Saturated logits have a zero gradient for any ``gamma``
-    [FOCAL-GRAD], where torchvision's is NaN for ``gamma < 1``.
-    """
-    input = check.floating(input, "input")
-    reduction = check.reduction(None, None, reduction)
-    gamma = _gamma(gamma)
-    target = _binary_target(target, input.shape)
-    dtype = check.compute_dtype(input.dtype)
-    x, y = input.to(dtype), target.to(dtype)
-    ce = (1.0 - y) * x - F.logsigmoid(x)  # [BCEL-ELEM] with q = 1
-    u = y * torch.sigmoid(-x) + (1.0 - y) * torch.sigmoid(x)  # 1 - p_t, no cancellation
-    losses = _modulating(u, gamma) * ce
-    if alpha is not None and alpha >= 0:
-        losses = (alpha * y + (1.0 - alpha) * (1.0 - y)) * losses
-    return _reduce(losses, None, reduction, input.shape, process_group).to(input.dtype)
-
-
-def softmax_focal_loss(input, target, alpha=None, gamma=2.0, ignore_index=-100,
-                       reduction="mean", *, process_group=None):
-    r"""Multi-class focal loss with per-class weights, reduced like the weighted
-    cross-entropy.
-
-    [FOCAL-SOFTMAX]: ``l_i = alpha[y_i] * (1 - p_i[y_i])^gamma * -log p_i[y_i]``, ignored
-    elements exactly 0, ``"mean"`` divided by ``sum_{i valid} alpha[y_i]`` [CE-MEAN].
-    ``gamma=0`` is :func:`cross_entropy` with ``weight=alpha`` [FOCAL-GAMMA0]. ``alpha``
-    has shape ``(C,)``; targets, ``ignore_index`` and errors as in :func:`cross_entropy`.
-    """
-    input = check.floating(input, "input")
-    reduction = check.reduction(None, None, reduction)
-    gamma = _gamma(gamma)
-    ignore_index = check.ignore_index(ignore_index)
-    check.class_axis(input, "input")
-    check.tensor(target, "target")
-    if check.is_probability_target(target):
-        raise TypeError("softmax_focal_loss takes class indices: target must have an "
-                        f"integer dtype, got target.dtype={target.dtype}")
-    num_classes = input.shape[0 if input.dim() == 1 else 1]
-    alpha = check.class_weight(alpha, num_classes, "alpha")
-    check.target_shape(target, _target_shape(input), "the input's shape without the class axis")
-    check.class_target_range(target, num_classes, ignore_index)
-    dtype = check.compute_dtype(input.dtype)
-    w = _class_weights(alpha, num_classes, dtype, input.device)
-    valid, y, w_y = _class_terms(target.reshape(-1), w, num_classes, ignore_index)
-    x = torch.where(valid[:, None], _rows(input).to(dtype), 0.0)  # ignored rows: no influence
-    lp_y = torch.log_softmax(x, dim=-1).gather(1, y[:, None])[:, 0]
-    u = -torch.expm1(lp_y)  # 1 - p_y without cancellation
-    losses = torch.where(valid, w_y * _modulating(u, gamma) * -lp_y, 0.0)
-    return _reduce(losses, w_y, reduction, _target_shape(input),
-                   process_group).to(input.dtype)
-
-
-def _gamma(gamma) -> float:
-    gamma = float(gamma)
-    if not gamma >= 0:
-        raise ValueError(f"gamma must be non-negative, got gamma={gamma!r}")
-    return gamma
-
-
-def _modulating(u, gamma):
-    """``u^gamma``, with ``0^0 = 1`` and a zero derivative at ``u = 0`` [FOCAL-GRAD]:
-    where the logits saturate, the derivative of ``u^gamma`` for ``gamma < 1`` is
-    infinite but the loss's gradient tends to 0."""
-    if gamma == 0:
-        return torch.ones_like(u)
-    return torch.where(u > 0, torch.where(u > 0, u, 1.0) ** gamma, 0.0)
-
-
-# ----------------------------------------------------------------------------------
-# Shared pieces.
-
-
-def _target_shape(input):
-    return () if input.dim() == 1 else (input.shape[0],) + tuple(input.shape[2:])
-
-
-def _rows(a: torch.Tensor) -> torch.Tensor:
-    """(C,) or (N, C, d1..dk) -> (M, C) with the class axis last (spec section 0)."""
-    if a.dim() == 1:
-        return a.unsqueeze(0)
-    if a.dim() == 2:
-        return a
-    return a.movedim(1, -1).reshape(-1, a.shape[1])
-
-
-def _class_weights(weight, num_classes, dtype, device):
-    if weight is None:
-        return torch.ones(num_classes, dtype=dtype, device=device)
-    return weight.to(dtype=dtype, device=device)
-
-
-def _class_terms(target, w, num_classes, ignore_index):
-    """Per-element valid mask, safe class index and target weight.
-
-    ``w_y`` is 0 for ignored elements and NaN for an out-of-range target (reachable only
-    under torch.compile, where values are not checked) [TRACE-TARGET-RANGE]; it is also
-    what the weighted mean divides by [CE-MEAN].
-    """
-    target = target.to(torch.int64)
-    valid = target != ignore_index
-    in_range = (target >= 0) & (target < num_classes)
-    y = torch.where(valid & in_range, target, 0)
-    w_y = torch.where(valid, w.index_select(0, y), 0.0)  # (w[y] is 500x slower on CPU)
-    w_y = torch.where(valid & ~in_range, torch.nan, w_y)
-    return valid, y, w_y
-
-
-def _nan_rows(bad, rows):
-    """0, or NaN with a NaN gradient for every entry of a bad row [TRACE-TARGET-RANGE]."""
-    if torch.compiler.is_compiling() or bad.any():
-        return torch.where(bad, rows.sum(dim=-1) * torch.nan, 0.0)
-    return 0.0
-
-
-def _reduce(losses, target_weights, reduction, shape, process_group=None):
-    """[CE-NONE] [CE-SUM] [CE-MEAN]; ``target_weights=None`` means the plain mean.
-
-    A mean over zero weight is undefined: it divides by NaN, so its gradient is NaN for
-    valid elements and exactly zero for ignored ones [EDGE-ZERO-WEIGHT-SUM]
-    [EDGE-ALL-IGNORED] [EDGE-EMPTY]. With a ``process_group``: [DP-PROCESS-GROUP].
-    """
-    if reduction == "none":
-        return losses.reshape(shape)
-    total = losses.sum()
-    count = (torch.tensor(float(losses.numel()), dtype=total.dtype, device=total.device)
-             if target_weights is None else target_weights.sum())
-    if process_group is not None:
-        return _global(total, count, reduction, process_group)
-    if reduction == "sum":
-        return total
-    return total / torch.where(count == 0, torch.nan, count)
-
-
-def _global(total, count, reduction, group):
-    """[DP-PROCESS-GROUP]: the global loss on every rank, from this rank's numerator and
-    the denominator summed over the ranks."""
-    if reduction == "mean":
-        count = _all_reduced(count.to(total.dtype), group)
-        total = total / torch.where(count == 0, torch.nan, count)
-    return _global_share(total, group)
-
-
-def _global_share(local, group):
-    """The sum of ``local`` over the group's ranks, on every rank, with the gradient of
-    ``world_size * local``: DistributedDataParallel averages the ranks' gradients, which
-    turns that into the gradient of the sum."""
-    import torch.distributed as dist
-
-    share = dist.get_world_size(group) * local
-    return _all_reduced(local, group) + (share - share.detach())
-
-
-def _all_reduced(value, group):
-    """A detached copy of ``value`` summed over the group's ranks."""
-    import torch.distributed as dist
-
-    value = value.detach().clone()
-    dist.all_reduce(value, group=group)
-    return value
-
-
-def _binary_target(target, shape):
-    check.tensor(target, "target")
-    if target.is_complex():
-        raise TypeError(f"target must be a real tensor, got target.dtype={target.dtype}")
-    check.target_shape(target, shape, "the input's shape")
-    return target
+    return core.reduce(losses, None, reduction, input.shape, process_group).to(input.dtype)
 
 
 # ----------------------------------------------------------------------------------
@@ -407,28 +224,13 @@ class _ClassCrossEntropy(torch.autograd.Function):
             grad_w = -(s @ torch.where(valid[:, None], lp, 0.0))
         # The gradient is written over the log-probabilities, unless the graph is kept for
         # another backward pass (retain_graph, gradcheck).
-        grad = lp.clone() if _graph_is_kept() else lp
+        grad = lp.clone() if core.graph_is_kept() else lp
         grad.exp_().mul_((c + s * w.sum())[:, None])
         grad.scatter_add_(1, y[:, None], -c[:, None])
         if eps:
             grad.addr_(s, w, alpha=-1.0)
         grad_w_y = torch.where(valid, ct * (1.0 - eps) * nll, 0.0)
         return grad.to(ctx.input_dtype), None, None, grad_w_y, grad_w, None
-
-
-def _graph_is_kept() -> bool:
-    """Whether the running backward pass keeps the graph (``retain_graph=True``).
-
-    Read from the autograd engine; if a torch version does not say, assume it is kept,
-    which costs one logits-sized copy and is always correct. Under torch.compile the
-    backward is traced once and its in-place updates are made functional anyway.
-    """
-    if torch.compiler.is_compiling():
-        return True
-    try:
-        return bool(torch._C._autograd._get_current_graph_task_keep_graph())
-    except (AttributeError, RuntimeError):
-        return True
 
 
 def _bce_logs(p):
