@@ -50,11 +50,13 @@ class Draw:
     scale: float
     infinite: bool
     weighted: bool
-    zero_weights: bool
+    zero_weights: bool  # class or element weights may be exactly 0
     ignore: str
     ignore_index: int
-    smoothing: float
-    probabilities: bool
+    smoothing: float  # label_smoothing of cross_entropy
+    probabilities: bool  # cross_entropy with class probabilities
+    soft_targets: bool  # binary losses: targets anywhere in [0, 1], not only 0 or 1
+    pos_weighted: bool  # binary_cross_entropy_with_logits with a pos_weight
     reduction: str
     gamma: float
     dtype: str  # the dtype each implementation runs the example in
@@ -79,6 +81,8 @@ def draws(draw) -> Draw:
         ignore_index=draw(st.sampled_from([-100, -100, 0, 255])),
         smoothing=draw(st.sampled_from([0.0, 0.0, 0.1, 0.5, 1.0])),
         probabilities=loss == "cross_entropy" and draw(st.integers(0, 3)) == 0,
+        soft_targets=draw(st.booleans()),
+        pos_weighted=draw(st.booleans()),
         reduction=draw(st.sampled_from(["mean", "sum", "none"])),
         gamma=draw(st.sampled_from([0.0, 0.5, 2.0])),
         dtype=draw(st.sampled_from(spec.DTYPES)),
@@ -112,12 +116,12 @@ def build(d: Draw) -> definitions.Definition:
         if d.loss == "softmax_focal_loss":
             args["gamma"] = d.gamma
     else:
-        target = definitions.binary_targets(rng, shape, soft=d.zero_weights)
+        target = definitions.binary_targets(rng, shape, soft=d.soft_targets)
         if d.loss == "binary_cross_entropy":
             x = definitions.unit_interval(rng, shape, 0.0, 1.0)
         if d.weighted and d.loss != "sigmoid_focal_loss":
             args["weight"] = definitions.class_weights(rng, (c,), d.zero_weights)
-        if d.loss == "binary_cross_entropy_with_logits" and d.smoothing:
+        if d.loss == "binary_cross_entropy_with_logits" and d.pos_weighted:
             args["pos_weight"] = definitions.class_weights(rng, (c,))
         if d.loss == "sigmoid_focal_loss":
             args["gamma"] = d.gamma

@@ -118,3 +118,46 @@ def test_torch_memory_is_a_fraction_of_the_unfused():
     logits = 4 * n * v
     assert unfused >= 2 * logits
     assert fused - (h.nbytes + w.nbytes) <= unfused / 8, (fused, unfused)
+
+
+def test_torch_backward_scales_the_saved_gradients_in_place():
+    """On the pinned torch (2.13.0) the autograd engine says whether the graph is kept,
+    and a plain backward scales the gradients saved by the forward pass in place: the
+    peak holds one (V, D) and one (N, D) gradient. If a torch release stops saying, the
+    code falls back to copies (correct, but a second pair of buffers, as with
+    retain_graph=True below) and this test fails."""
+    n, d, v = 256, 1024, 2048  # the gradients dwarf the 16-row chunks
+    h = torch.randn(n, d, requires_grad=True)
+    w = torch.randn(v, d, requires_grad=True)
+    y = torch.randint(0, v, (n,))
+
+    def step(retain_graph):
+        loss = lambda: wce_torch.linear_cross_entropy(h, w, y, chunk_size=16)  # noqa: E731
+        return lambda: torch.autograd.grad(loss(), (h, w), retain_graph=retain_graph)
+
+    gradients = h.nbytes + w.nbytes
+    in_place = torch_peak_bytes(step(False))
+    copied = torch_peak_bytes(step(True))
+    assert copied >= 1.8 * gradients, copied / gradients  # the measure sees a copy
+    assert in_place <= 1.25 * gradients, in_place / gradients
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_torch_forward_only_without_gradients(reduction):
+    """Under torch.no_grad, or with frozen inputs, only the losses are computed: the same
+    numbers, and no (V, D) gradient buffer."""
+    n, d, v = 256, 1024, 2048
+    h = torch.randn(n, d, requires_grad=True)
+    w = torch.randn(v, d, requires_grad=True)
+    y = torch.randint(0, v, (n,))
+    with_grad = wce_torch.linear_cross_entropy(h, w, y, chunk_size=16, reduction=reduction)
+
+    def no_grad():
+        with torch.no_grad():
+            return wce_torch.linear_cross_entropy(h, w, y, chunk_size=16, reduction=reduction)
+
+    assert torch.equal(no_grad(), with_grad.detach())
+    frozen = wce_torch.linear_cross_entropy(h.detach(), w.detach(), y, chunk_size=16,
+                                            reduction=reduction)
+    assert torch.equal(frozen, with_grad.detach()) and not frozen.requires_grad
+    assert torch_peak_bytes(no_grad) <= 0.25 * w.nbytes

@@ -13,7 +13,6 @@ from jax.test_util import check_grads  # noqa: E402
 
 import wce_jax  # noqa: E402
 from conformance import adapters, golden, reference, runner  # noqa: E402
-from wce_jax import _losses  # noqa: E402
 
 RNG = np.random.RandomState(0)
 X = RNG.standard_normal((3, 4)).astype(np.float32)
@@ -216,18 +215,18 @@ def test_softmax_input_warns_only_in_eager_calls():
 
 
 @pytest.mark.parametrize("strategy,eps", [("exp", 0.0), ("shifted", 0.1), ("logits", 0.0)])
-def test_fused_gradient_needs_no_logits_sized_temporary(strategy, eps, monkeypatch):
+def test_fused_gradient_needs_no_logits_sized_temporary(strategy, eps):
     """The compiled forward+backward, with logits, targets and weights all passed in,
     holds less than 0.1x the logits beyond its inputs and outputs (see
-    _losses._strategy). The "logits" strategy is for backends that fuse reductions into
+    wce_jax.gradient_strategy). The "logits" strategy is for backends that fuse reductions into
     their producers; XLA on CPU materialises its smoothing sum, so only its unsmoothed
     form is held to this here."""
-    monkeypatch.setattr(_losses, "_strategy", lambda eps: strategy)
     x = jnp.zeros((1024, 1000), jnp.float32)
     y = jnp.zeros((1024,), jnp.int32)
     w = jnp.ones((1000,), jnp.float32)
     step = jax.jit(jax.value_and_grad(lambda x, y, w: ce(x, y, weight=w, label_smoothing=eps)))
-    temp = step.lower(x, y, w).compile().memory_analysis().temp_size_in_bytes
+    with wce_jax.gradient_strategy(strategy):
+        temp = step.lower(x, y, w).compile().memory_analysis().temp_size_in_bytes
     assert temp <= 0.1 * x.nbytes, f"temporary memory {temp / x.nbytes:.2f}x the logits"
 
 
@@ -235,13 +234,15 @@ RECOMPUTE_CASES = [c for c in golden.load_cases() if c.loss == "cross_entropy"
                    and not c.is_error and c.args["target"].dtype.kind in "iu"][::2]
 
 
-def test_logits_strategy_passes_the_goldens(monkeypatch):
+def test_logits_strategy_passes_the_goldens():
     """The GPU/TPU residual strategy, run on CPU against half of the class-target CE
     cases in float32 (``python -m conformance run`` runs it on a GPU against all)."""
-    monkeypatch.setattr(_losses, "_strategy", lambda eps: "logits")
     adapter = adapters.load("wce_jax")
-    records = [runner.run_case(adapter, case, "float32") for case in RECOMPUTE_CASES
-               if "float32" in case.dtypes]
+    adapter.release()  # traces made before under "auto" would be reused
+    with wce_jax.gradient_strategy("logits"):
+        records = [runner.run_case(adapter, case, "float32") for case in RECOMPUTE_CASES
+                   if "float32" in case.dtypes]
+    adapter.release()
     failures = [f"{r.case} {r.dtype}: {r.detail}" for r in records if r.status != runner.PASS]
     assert not failures, "\n".join(failures)
 
@@ -264,3 +265,33 @@ def test_eager_values_equal_jitted(case):
                                    atol=1e-30)
     for name, (grad, _) in jitted.grads.items():
         np.testing.assert_allclose(eager.grads[name][0], grad, rtol=1e-6, atol=1e-30)
+
+
+def test_gradient_strategy_is_a_setting_that_takes_effect():
+    """Each strategy compiles its own program; a name outside the list is an error."""
+    x = jnp.zeros((8, 5), jnp.float32)
+    y = jnp.zeros((8,), jnp.int32)
+    programs = {}
+    for strategy in ("logits", "exp", "shifted"):
+        with wce_jax.gradient_strategy(strategy):  # a new function: traced afresh
+            step = jax.jit(jax.grad(lambda x: ce(x, y)))
+            programs[strategy] = step.lower(x).compile().as_text()
+    assert len(set(programs.values())) == 3
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        with wce_jax.gradient_strategy("fast"):
+            pass
+
+
+def test_error_hints_at_the_class_axis_and_the_integer_dtype():
+    """Channels-first logits without axis=1, and class labels in a floating dtype, get
+    the hint a user needs."""
+    nchw = np.zeros((2, 6, 4, 5), np.float32)
+    with pytest.raises(ValueError, match=r"class axis is axis=3.*pass axis=1"):
+        ce(nchw, np.zeros((2, 6, 4), np.int32), weight=np.ones(6))
+    with pytest.raises(ValueError, match=r"class axis is axis=3.*pass axis=1"):
+        wce_jax.softmax_focal_loss(nchw, np.zeros((2, 6, 4), np.int32), alpha=np.ones(6))
+    ce(nchw, np.zeros((2, 4, 5), np.int32), weight=np.ones(6), axis=1)  # the fix works
+    with pytest.raises(ValueError, match="class indices need an integer dtype"):
+        ce(X, Y.astype(np.float32))
+    with pytest.raises(ValueError, match="class indices need an integer dtype"):
+        ce(nchw, np.zeros((2, 4, 5), np.float32), axis=1)

@@ -230,3 +230,19 @@ def test_compile_has_no_graph_break_and_matches_eager():
     torch.testing.assert_close(value, step(x, y, w))
     torch.testing.assert_close(grad, expected_grad)
     torch._dynamo.reset()
+
+
+def test_error_hints_at_the_class_axis_and_the_integer_dtype():
+    """Channels-last input (the class axis is 1, as in torch), and class labels in a
+    floating dtype, get the hint a user needs."""
+    nhwc = torch.zeros(2, 4, 5, 6)
+    with pytest.raises(ValueError, match=r"class axis is axis 1.*movedim\(3, 1\)"):
+        wce_torch.cross_entropy(nhwc, torch.zeros(2, 5, 6, dtype=torch.long),
+                                weight=torch.ones(6))
+    with pytest.raises(ValueError, match=r"class axis is axis 1.*movedim\(3, 1\)"):
+        wce_torch.softmax_focal_loss(nhwc, torch.zeros(2, 5, 6, dtype=torch.long),
+                                     alpha=torch.ones(6))
+    wce_torch.cross_entropy(nhwc.movedim(3, 1), torch.zeros(2, 4, 5, dtype=torch.long),
+                            weight=torch.ones(6))  # the fix works
+    with pytest.raises(ValueError, match="class indices need an integer dtype"):
+        wce_torch.cross_entropy(X, Y.float())

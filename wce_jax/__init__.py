@@ -17,6 +17,7 @@ from wce_jax._losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
     cross_entropy,
+    gradient_strategy,
     nll_loss,
 )
 from wce_jax._weights import (
@@ -27,19 +28,22 @@ from wce_jax._weights import (
     sample_weights_from_labels,
 )
 
+# The names both packages share come first, in the same order as in wce_torch.
 __all__ = [
-    "ProbabilityInputWarning",
-    "balanced_indices",
+    "cross_entropy",
+    "nll_loss",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
-    "checked",
-    "class_weights",
-    "class_weights_from_labels",
-    "cross_entropy",
-    "linear_cross_entropy",
-    "nll_loss",
-    "pos_weight_from_labels",
-    "sample_weights_from_labels",
     "sigmoid_focal_loss",
     "softmax_focal_loss",
+    "linear_cross_entropy",
+    "class_weights",
+    "class_weights_from_labels",
+    "sample_weights_from_labels",
+    "pos_weight_from_labels",
+    "ProbabilityInputWarning",
+    # JAX only
+    "balanced_indices",
+    "checked",
+    "gradient_strategy",
 ]

@@ -182,12 +182,26 @@ def real_param(value, name: str):
     return value
 
 
-def class_weight(weight, num_classes: int, name: str = "weight"):
+def class_weight(weight, num_classes: int, name: str = "weight", shape=None, axis=None):
+    """A class-weight vector of shape ``(num_classes,)``; with the input's ``shape`` and
+    class ``axis``, a wrong size that matches another axis hints at the class axis."""
     weight = real_param(weight, name)
     if weight is not None and weight.shape != (num_classes,):
         raise ValueError(f"{name} must be a 1-D array with one entry per class, shape "
-                         f"({num_classes},), got {name}.shape={weight.shape}")
+                         f"({num_classes},), got {name}.shape={weight.shape}"
+                         + _class_axis_hint(weight, shape, axis))
     return weight
+
+
+def _class_axis_hint(weight, shape, axis) -> str:
+    if shape is None or len(shape) < 2:
+        return ""
+    hint = f"; the class axis is axis={axis} of the input's shape {tuple(shape)}"
+    others = [k for k, d in enumerate(shape) if k != axis and weight.shape == (d,)]
+    if others:
+        hint += (f", and {weight.shape[0]} is the size of axis {others[0]}: for "
+                 f"channels-first (N, C, ...) input as in torch, pass axis={others[0]}")
+    return hint
 
 
 def broadcastable(value, name: str, shape):
@@ -231,10 +245,41 @@ def is_probability_target(target) -> bool:
     return False
 
 
+def without_axis(shape, axis: int) -> tuple:
+    """``shape`` without the class axis: the shape of class-index targets."""
+    return tuple(d for i, d in enumerate(shape) if i != axis)
+
+
+def linear_weight(weight, hidden) -> None:
+    """[LCE-ELEM]: ``weight`` is ``(V, D)`` for ``hidden`` of ``(..., D)``."""
+    if weight.ndim != 2 or hidden.ndim < 1 or weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(f"weight must have shape (V, D) with D = hidden.shape[-1] = "
+                         f"{hidden.shape[-1] if hidden.ndim else None}, got "
+                         f"weight.shape={weight.shape}")
+
+
+def class_indices(target, loss: str) -> None:
+    """A loss of class indices only: an integer target [GEN-INT-TARGET]."""
+    if is_probability_target(target):
+        raise TypeError(f"{loss} takes class indices: target must have an integer dtype, "
+                        f"got target.dtype={target.dtype}")
+
+
 def target_shape(target, expected, what: str) -> None:
     if target.shape != tuple(expected):
         raise ValueError(f"target must have {what}, {tuple(expected)}, got "
                          f"target.shape={target.shape}")
+
+
+def probability_target_shape(target, shape, axis: int) -> None:
+    """A floating target holds probabilities of the input's shape; one of the shape of
+    class indices is most likely class labels in a floating dtype, and says so."""
+    if target.shape == without_axis(shape, axis) and target.shape != tuple(shape):
+        raise ValueError(f"target must have the input's shape {tuple(shape)} for class "
+                         f"probabilities (a floating target), got target.shape="
+                         f"{target.shape} and target.dtype={target.dtype}: class indices "
+                         f"need an integer dtype, e.g. target.astype(jnp.int32)")
+    target_shape(target, shape, "the logits' shape (probabilities)")
 
 
 def class_target_range(target, num_classes: int, ignore: int) -> None:
@@ -276,3 +321,77 @@ def warn_if_probabilities(x, axis: int) -> None:
             ProbabilityInputWarning,
             stacklevel=3,
         )
+
+
+def binary_target(target, shape):
+    target = jnp.asarray(target)
+    if jnp.iscomplexobj(target) or not (jnp.issubdtype(target.dtype, jnp.number)
+                                        or target.dtype == jnp.bool_):
+        raise TypeError(f"target must be a real array, got target.dtype={target.dtype}")
+    target_shape(target, shape, "the input's shape")
+    return target
+
+
+# ----------------------------------------------------------------------------------
+# Options of the focal, linear and weight functions (Python values, static under jit).
+
+SCHEMES = ("inverse", "balanced", "max", "inverse_sqrt", "effective_number",
+           "median_frequency")
+NORMALIZATIONS = (None, "classes", "samples")
+
+
+def gamma(value) -> float:
+    """[FOCAL-SIGMOID] [FOCAL-SOFTMAX]: the focusing exponent, non-negative."""
+    if is_traced(value):
+        raise TypeError("gamma must be a Python number (it is static under jit), got a "
+                        "traced value")
+    value = float(value)
+    if not value >= 0:
+        raise ValueError(f"gamma must be non-negative, got gamma={value!r}")
+    return value
+
+
+def z_loss(value) -> float:
+    """[LCE-ZLOSS]: non-negative."""
+    value = float(value)
+    if not value >= 0:
+        raise ValueError(f"z_loss must be non-negative, got z_loss={value!r}")
+    return value
+
+
+def softcap(value) -> float | None:
+    """[LCE-SOFTCAP]: positive, or None for no cap."""
+    if value is None:
+        return None
+    value = float(value)
+    if not value > 0:
+        raise ValueError(f"softcap must be positive or None, got softcap={value!r}")
+    return value
+
+
+def chunk_size(value) -> int | None:
+    """A positive number of rows, or None for the default."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"chunk_size must be a positive integer or None, got "
+                         f"chunk_size={value!r}")
+    return int(value)
+
+
+def weight_options(scheme, beta, normalize, max_weight) -> None:
+    """Spec section 13: the scheme, ``beta``, ``normalize`` and ``max_weight``."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got scheme={scheme!r}")
+    if not 0.0 <= beta < 1.0:
+        raise ValueError(f"beta must be in [0, 1), got beta={beta!r}")
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got "
+                         f"normalize={normalize!r}")
+    cap(max_weight)
+
+
+def cap(max_weight) -> None:
+    """[CW-ZERO-COUNT] [CW-POS-WEIGHT]: ``max_weight`` is positive or None."""
+    if max_weight is not None and not max_weight > 0:
+        raise ValueError(f"max_weight must be positive or None, got max_weight={max_weight!r}")

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from wce_jax import _checks as check
-from wce_jax._losses import _binary_target, _class_terms, _class_weights, _reduce, _without
+from wce_jax import _core as core
 
 Array = jax.Array
 
@@ -37,8 +37,8 @@ def sigmoid_focal_loss(
     """
     logits = check.floating(logits, "logits")
     reduction = check.reduction(reduction)
-    gamma = _gamma(gamma)
-    target = _binary_target(target, logits.shape)
+    gamma = check.gamma(gamma)
+    target = check.binary_target(target, logits.shape)
     alpha = None if alpha is None or alpha < 0 else float(alpha)
     return _sigmoid_focal(logits, target, alpha=alpha, gamma=gamma, reduction=reduction,
                           axis_name=axis_name)
@@ -65,30 +65,18 @@ def softmax_focal_loss(
     """
     logits = check.floating(logits, "logits")
     reduction = check.reduction(reduction)
-    gamma = _gamma(gamma)
+    gamma = check.gamma(gamma)
     ignore_index = check.ignore_index(ignore_index)
     axis = check.class_axis(logits, axis, "logits")
     target = jnp.asarray(target)
-    if check.is_probability_target(target):
-        raise TypeError("softmax_focal_loss takes class indices: target must have an "
-                        f"integer dtype, got target.dtype={target.dtype}")
+    check.class_indices(target, "softmax_focal_loss")
     num_classes = logits.shape[axis]
-    alpha = check.class_weight(alpha, num_classes, "alpha")
-    check.target_shape(target, _without(logits.shape, axis),
+    alpha = check.class_weight(alpha, num_classes, "alpha", logits.shape, axis)
+    check.target_shape(target, check.without_axis(logits.shape, axis),
                        "the logits' shape without the class axis")
     check.class_target_range(target, num_classes, ignore_index)
     return _softmax_focal(logits, target, alpha, gamma=gamma, ignore_index=ignore_index,
                           reduction=reduction, axis=axis, axis_name=axis_name)
-
-
-def _gamma(gamma) -> float:
-    if check.is_traced(gamma):
-        raise TypeError("gamma must be a Python number (it is static under jit), got a "
-                        "traced value")
-    gamma = float(gamma)
-    if not gamma >= 0:
-        raise ValueError(f"gamma must be non-negative, got gamma={gamma!r}")
-    return gamma
 
 
 def _modulating(u, gamma):
@@ -109,7 +97,7 @@ def _sigmoid_focal(logits, target, *, alpha, gamma, reduction, axis_name):
     losses = _modulating(u, gamma) * ce
     if alpha is not None:
         losses = (alpha * y + (1.0 - alpha) * (1.0 - y)) * losses
-    return _reduce(losses, None, reduction, axis_name).astype(logits.dtype)
+    return core.reduce(losses, None, reduction, axis_name).astype(logits.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("gamma", "ignore_index", "reduction", "axis",
@@ -118,10 +106,10 @@ def _softmax_focal(logits, target, alpha, *, gamma, ignore_index, reduction, axi
                    axis_name):
     dtype = check.compute_dtype(logits.dtype)
     x = jnp.moveaxis(logits, axis, -1).astype(dtype)
-    w = _class_weights(alpha, x.shape[-1], dtype)
-    valid, y, w_y, _ = _class_terms(target, w, x.shape[-1], ignore_index)
+    w = core.class_weights_or_ones(alpha, x.shape[-1], dtype)
+    valid, y, w_y, _ = core.class_terms(target, w, x.shape[-1], ignore_index)
     x = jnp.where(valid[..., None], x, 0.0)  # ignored rows have no influence
     lp_y = jnp.take_along_axis(jax.nn.log_softmax(x, axis=-1), y[..., None], axis=-1)[..., 0]
     u = -jnp.expm1(lp_y)  # 1 - p_y without cancellation
     losses = jnp.where(valid, w_y * _modulating(u, gamma) * -lp_y, 0.0)
-    return _reduce(losses, w_y, reduction, axis_name).astype(logits.dtype)
+    return core.reduce(losses, w_y, reduction, axis_name).astype(logits.dtype)

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import numbers
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from wce_jax import _checks as check
-from wce_jax._losses import _class_terms, _class_weights, _varying_like
+from wce_jax import _core as core
 
 Array = jax.Array
 
@@ -62,19 +61,14 @@ def linear_cross_entropy(
     reduction = check.reduction(reduction)
     eps = check.label_smoothing(label_smoothing)
     ignore_index = check.ignore_index(ignore_index)
-    if weight.ndim != 2 or hidden.ndim < 1 or weight.shape[1] != hidden.shape[-1]:
-        raise ValueError(f"weight must have shape (V, D) with D = hidden.shape[-1] = "
-                         f"{hidden.shape[-1] if hidden.ndim else None}, got "
-                         f"weight.shape={weight.shape}")
+    check.linear_weight(weight, hidden)
     target = jnp.asarray(target)
-    if check.is_probability_target(target):
-        raise TypeError("linear_cross_entropy takes class indices: target must have an "
-                        f"integer dtype, got target.dtype={target.dtype}")
+    check.class_indices(target, "linear_cross_entropy")
     check.target_shape(target, hidden.shape[:-1], "hidden's shape without the last axis")
     vocab = weight.shape[0]
     class_weight = check.class_weight(class_weight, vocab, "class_weight")
-    options = _Options(eps, _z_loss(z_loss), _softcap(softcap),
-                       _chunk(chunk_size, vocab), ignore_index)
+    options = _Options(eps, check.z_loss(z_loss), check.softcap(softcap),
+                       _chunk(check.chunk_size(chunk_size), vocab), ignore_index)
     check.class_target_range(target, vocab, ignore_index)
     return _linear_cross_entropy(hidden, weight, target, class_weight, options=options,
                                  reduction=reduction, axis_name=axis_name)
@@ -89,29 +83,9 @@ class _Options:
     ignore_index: int
 
 
-def _z_loss(value) -> float:
-    value = float(value)
-    if not value >= 0:
-        raise ValueError(f"z_loss must be non-negative, got z_loss={value!r}")
-    return value
-
-
-def _softcap(value) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    if not value > 0:
-        raise ValueError(f"softcap must be positive or None, got softcap={value!r}")
-    return value
-
-
-def _chunk(value, vocab: int) -> int:
-    if value is None:
-        return max(16, CHUNK_LOGITS // max(vocab, 1))
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"chunk_size must be a positive integer or None, got "
-                         f"chunk_size={value!r}")
-    return int(value)
+def _chunk(chunk_size: int | None, vocab: int) -> int:
+    """The rows a chunk holds: ``chunk_size``, or about ``CHUNK_LOGITS`` logits."""
+    return max(16, CHUNK_LOGITS // max(vocab, 1)) if chunk_size is None else chunk_size
 
 
 @functools.partial(jax.jit, static_argnames=("options", "reduction", "axis_name"))
@@ -119,22 +93,18 @@ def _linear_cross_entropy(hidden, weight, target, class_weight, *, options, redu
                           axis_name):
     dtype = check.compute_dtype(jnp.result_type(hidden.dtype, weight.dtype))
     vocab = weight.shape[0]
-    w = jax.lax.stop_gradient(_class_weights(class_weight, vocab, dtype))
-    valid, y, w_y, _ = _class_terms(target.reshape(-1), w, vocab, options.ignore_index)
+    w = jax.lax.stop_gradient(core.class_weights_or_ones(class_weight, vocab, dtype))
+    valid, y, w_y, _ = core.class_terms(target.reshape(-1), w, vocab, options.ignore_index)
     h = hidden.reshape(-1, hidden.shape[-1])
-    weight, w = _varying_like(h, weight, w)
+    weight, w = core.varying_like(h, weight, w)
     if reduction == "none":
         losses = _rows(h, weight, y, valid, w_y, w, options)
         return losses.reshape(target.shape).astype(hidden.dtype)
-    count = jnp.sum(w_y)
-    if axis_name is not None:
-        count = jax.lax.psum(count, axis_name)
+    count = core.all_reduced(jnp.sum(w_y), axis_name)
     scale = (jnp.ones((), dtype) if reduction == "sum"
              else 1.0 / jnp.where(count == 0, jnp.nan, count))
     total = _scaled_total(h, weight, y, valid, w_y, w, scale, options)
-    if axis_name is not None:
-        total = jax.lax.psum(total, axis_name)
-    return total.astype(hidden.dtype)
+    return core.all_reduced(total, axis_name).astype(hidden.dtype)
 
 
 def _chunks(options, n, *rows):
@@ -197,7 +167,7 @@ def _scan_gradients(h, weight, y, valid, w_y, w, r, options):
                                         with_grad=True)
         return d_weight + d_w, (losses, d_h)
 
-    (zeros,) = _varying_like(h, jnp.zeros(weight.shape, w.dtype))  # a per-shard sum
+    (zeros,) = core.varying_like(h, jnp.zeros(weight.shape, w.dtype))  # a per-shard sum
     d_weight, (losses, d_hidden) = jax.lax.scan(body, zeros, xs)
     return (losses.reshape(-1)[:n], d_hidden.reshape(-1, h.shape[1])[:n].astype(h.dtype),
             d_weight.astype(weight.dtype))

@@ -11,6 +11,8 @@ logits-sized buffer beyond the logits and their gradient.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 
 import jax
@@ -18,6 +20,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from wce_jax import _checks as check
+from wce_jax import _core as core
 
 Array = jax.Array
 
@@ -80,18 +83,18 @@ def cross_entropy(
     ignore_index = check.ignore_index(ignore_index)
     axis = check.class_axis(logits, axis, "logits")
     target = jnp.asarray(target)
-    weight = check.class_weight(weight, logits.shape[axis])
+    weight = check.class_weight(weight, logits.shape[axis], "weight", logits.shape, axis)
     if check.is_probability_target(target):
         if ignore_index != -100:
             raise ValueError(
                 f"ignore_index is not supported with probability targets (floating "
                 f"target), got ignore_index={ignore_index}; expected the default -100"
             )
-        check.target_shape(target, logits.shape, "the logits' shape (probabilities)")
+        check.probability_target_shape(target, logits.shape, axis)
         check.warn_if_probabilities(logits, axis)
         return _probability_cross_entropy(logits, target, weight, eps=eps,
                                           reduction=reduction, axis=axis, axis_name=axis_name)
-    check.target_shape(target, _without(logits.shape, axis),
+    check.target_shape(target, check.without_axis(logits.shape, axis),
                        "the logits' shape without the class axis")
     check.class_target_range(target, logits.shape[axis], ignore_index)
     check.warn_if_probabilities(logits, axis)
@@ -121,11 +124,10 @@ def nll_loss(
     ignore_index = check.ignore_index(ignore_index)
     axis = check.class_axis(log_probs, axis, "log_probs")
     target = jnp.asarray(target)
-    if check.is_probability_target(target):
-        raise TypeError("nll_loss takes class indices: target must have an integer dtype, "
-                        f"got target.dtype={target.dtype}")
-    weight = check.class_weight(weight, log_probs.shape[axis])
-    check.target_shape(target, _without(log_probs.shape, axis),
+    check.class_indices(target, "nll_loss")
+    weight = check.class_weight(weight, log_probs.shape[axis], "weight", log_probs.shape,
+                                axis)
+    check.target_shape(target, check.without_axis(log_probs.shape, axis),
                        "the log_probs' shape without the class axis")
     check.class_target_range(target, log_probs.shape[axis], ignore_index)
     return _nll(log_probs, target, weight, ignore_index=ignore_index, reduction=reduction,
@@ -153,7 +155,7 @@ def binary_cross_entropy(
     """
     probs = check.floating(probs, "probs")
     reduction = check.reduction(reduction)
-    target = _binary_target(target, probs.shape)
+    target = check.binary_target(target, probs.shape)
     weight = check.broadcastable(weight, "weight", probs.shape)
     check.unit_interval(probs, "probs")
     check.unit_interval(target, "target")
@@ -182,7 +184,7 @@ def binary_cross_entropy_with_logits(
     """
     logits = check.floating(logits, "logits")
     reduction = check.reduction(reduction)
-    target = _binary_target(target, logits.shape)
+    target = check.binary_target(target, logits.shape)
     weight = check.broadcastable(weight, "weight", logits.shape)
     pos_weight = check.broadcastable(pos_weight, "pos_weight", logits.shape)
     return _bce_with_logits(logits, target, weight, pos_weight, reduction=reduction,
@@ -200,11 +202,11 @@ def _class_cross_entropy(logits, target, weight, *, ignore_index, eps, reduction
                          strategy, axis_name):
     dtype = check.compute_dtype(logits.dtype)
     x = jnp.moveaxis(logits, axis, -1)
-    w = _class_weights(weight, x.shape[-1], dtype)
-    valid, y, w_y, _ = _class_terms(target, w, x.shape[-1], ignore_index)
-    (w,) = _varying_like(x, w)
+    w = core.class_weights_or_ones(weight, x.shape[-1], dtype)
+    valid, y, w_y, _ = core.class_terms(target, w, x.shape[-1], ignore_index)
+    (w,) = core.varying_like(x, w)
     losses = _ce_elements(x.astype(dtype), y, valid, w_y, w, eps, strategy)
-    return _reduce(losses, w_y, reduction, axis_name).astype(logits.dtype)
+    return core.reduce(losses, w_y, reduction, axis_name).astype(logits.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("eps", "reduction", "axis", "axis_name"))
@@ -214,11 +216,11 @@ def _probability_cross_entropy(logits, target, weight, *, eps, reduction, axis,
     dtype = check.compute_dtype(logits.dtype)
     x = jnp.moveaxis(logits, axis, -1).astype(dtype)
     t = jnp.moveaxis(target, axis, -1).astype(dtype)
-    w = _class_weights(weight, x.shape[-1], dtype)
+    w = core.class_weights_or_ones(weight, x.shape[-1], dtype)
     if eps:
         t = (1.0 - eps) * t + eps / x.shape[-1]
     losses = -jnp.sum(w * t * jax.nn.log_softmax(x, axis=-1), axis=-1)
-    return _reduce(losses, None, reduction, axis_name).astype(logits.dtype)
+    return core.reduce(losses, None, reduction, axis_name).astype(logits.dtype)
 
 
 @functools.partial(jax.jit,
@@ -226,10 +228,10 @@ def _probability_cross_entropy(logits, target, weight, *, eps, reduction, axis,
 def _nll(log_probs, target, weight, *, ignore_index, reduction, axis, axis_name):
     dtype = check.compute_dtype(log_probs.dtype)
     x = jnp.moveaxis(log_probs, axis, -1)
-    w = _class_weights(weight, x.shape[-1], dtype)
-    valid, y, w_y, bad = _class_terms(target, w, x.shape[-1], ignore_index)
+    w = core.class_weights_or_ones(weight, x.shape[-1], dtype)
+    valid, y, w_y, bad = core.class_terms(target, w, x.shape[-1], ignore_index)
     losses = _nll_elements(x, y, valid, bad, w_y)
-    return _reduce(losses, w_y, reduction, axis_name).astype(log_probs.dtype)
+    return core.reduce(losses, w_y, reduction, axis_name).astype(log_probs.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("reduction", "axis_name"))
@@ -237,9 +239,9 @@ def _bce(probs, target, weight, *, reduction, axis_name):
     dtype = check.compute_dtype(probs.dtype)
     w = jnp.broadcast_to(jnp.ones((), dtype) if weight is None else weight.astype(dtype),
                          probs.shape)
-    target, w = _varying_like(probs, target, w)
+    target, w = core.varying_like(probs, target, w)
     losses = _bce_elements(probs.astype(dtype), target.astype(dtype), w)
-    return _reduce(losses, None, reduction, axis_name).astype(probs.dtype)
+    return core.reduce(losses, None, reduction, axis_name).astype(probs.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("reduction", "axis_name"))
@@ -250,88 +252,57 @@ def _bce_with_logits(logits, target, weight, pos_weight, *, reduction, axis_name
     losses = (1.0 - y) * x + q * jax.nn.softplus(-x)  # -log_sigmoid(x) = softplus(-x)
     if weight is not None:
         losses = weight.astype(dtype) * losses
-    return _reduce(losses, None, reduction, axis_name).astype(logits.dtype)
+    return core.reduce(losses, None, reduction, axis_name).astype(logits.dtype)
 
 
-# ----------------------------------------------------------------------------------
-# Shared pieces.
+#: The settings of :func:`gradient_strategy`.
+STRATEGIES = ("auto", "logits", "exp", "shifted")
+_STRATEGY = contextvars.ContextVar("wce_jax_gradient_strategy", default="auto")
 
 
-def _without(shape, axis):
-    return tuple(d for i, d in enumerate(shape) if i != axis)
+@contextlib.contextmanager
+def gradient_strategy(strategy: str = "auto"):
+    """Choose which logits-sized array the class-index cross-entropy keeps for its
+    backward pass, for the calls traced inside the ``with`` block::
 
+        with wce_jax.gradient_strategy("logits"):
+            step = jax.jit(jax.grad(loss_fn)).lower(params, batch).compile()
 
-def _varying_like(reference, *arrays):
-    """``arrays`` made to vary over the same ``shard_map`` axes as ``reference``.
+    Every strategy computes the same loss and gradient up to rounding; they differ in
+    what the compiler can fuse, so in speed and memory.
 
-    Inside ``shard_map``, JAX types each value as varying or not over each mesh axis, and
-    a custom VJP must return cotangents of its inputs' types. A replicated weight vector
-    used with sharded logits has a cotangent that varies; casting the weight to varying
-    first makes that legal, and JAX sums the cotangent over the axes when it transposes
-    the cast, which is the weight's global gradient. Outside ``shard_map`` nothing changes.
+    * ``"auto"`` (default): ``"logits"`` on GPU and TPU, ``"exp"`` on CPU, or
+      ``"shifted"`` there with label smoothing.
+    * ``"logits"``: the backward recomputes ``exp(x - m)`` from the logits, which cost
+      nothing to keep; best where XLA fuses row reductions into their producers.
+    * ``"exp"``: XLA on CPU writes ``exp(x - m)`` to memory on its way to the row sums
+      anyway; keeping it and scaling it in place is as fast as optax's unweighted loss.
+    * ``"shifted"``: XLA on CPU cannot fuse a per-row shift or a weight vector into a
+      reduction, so ``d = x - m`` is written once; the row sums of ``exp(d)`` and the
+      smoothing term ``d @ w`` read it, and the backward turns it into the gradient.
+
+    Either way the compiled forward+backward holds no logits-sized temporary beyond the
+    one that becomes the gradient. The setting is read when a call is traced, and JAX
+    reuses a function's traces: a function traced before the block keeps its strategy
+    until ``jax.clear_caches()``.
     """
-    axes = _varying_axes(reference)
-    out = []
-    for a in arrays:
-        missing = tuple(sorted(axes - _varying_axes(a), key=str))
-        out.append(jax.lax.pcast(a, missing, to="varying") if missing else a)
-    return out
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got strategy={strategy!r}")
+    token = _STRATEGY.set(strategy)
+    try:
+        yield
+    finally:
+        _STRATEGY.reset(token)
 
 
-def _varying_axes(a) -> frozenset:
-    if not hasattr(jax, "typeof"):  # JAX < 0.6.1 types no value as varying
-        return frozenset()
-    manual = getattr(jax.typeof(a), "manual_axis_type", None)
-    return frozenset(manual.varying) if manual is not None else frozenset()
-
-
-def _class_weights(weight, num_classes, dtype):
-    return jnp.ones((num_classes,), dtype) if weight is None else weight.astype(dtype)
-
-
-def _class_terms(target, w, num_classes, ignore_index):
-    """Per-element valid mask, safe class index, and target weight.
-
-    ``w_y`` is 0 for ignored elements and NaN for an out-of-range target in a traced
-    call [TRACE-TARGET-RANGE]; it is also what the weighted mean divides by [CE-MEAN].
-    """
-    target = target.astype(jax.dtypes.canonicalize_dtype(jnp.int64))  # no wrap-around
-    valid = target != ignore_index
-    in_range = (target >= 0) & (target < num_classes)
-    bad = valid & ~in_range
-    y = jnp.where(valid & in_range, target, 0).astype(jnp.int32)
-    w_y = jnp.where(bad, jnp.nan, jnp.where(valid, w[y], 0.0))
-    return valid, y, w_y, bad
-
-
-def _reduce(losses, target_weights, reduction, axis_name=None):
-    """[CE-NONE] [CE-SUM] [CE-MEAN]; ``target_weights=None`` means the plain mean.
-
-    A mean over zero weight is undefined: it divides by NaN, so its gradient is NaN for
-    valid elements and exactly zero for ignored ones [EDGE-ZERO-WEIGHT-SUM]
-    [EDGE-ALL-IGNORED] [EDGE-EMPTY]. With ``axis_name``, numerator and denominator are
-    summed over that named axis first: the global mean of all shards [DP-GLOBAL].
-    """
-    if reduction == "none":
-        return losses
-    total = jnp.sum(losses)
-    if axis_name is not None:
-        total = jax.lax.psum(total, axis_name)
-    if reduction == "sum":
-        return total
-    count = losses.size if target_weights is None else jnp.sum(target_weights)
-    if axis_name is not None:
-        count = jax.lax.psum(count, axis_name)
-    return total / jnp.where(count == 0, jnp.nan, count)
-
-
-def _binary_target(target, shape):
-    target = jnp.asarray(target)
-    if jnp.iscomplexobj(target) or not (jnp.issubdtype(target.dtype, jnp.number)
-                                        or target.dtype == jnp.bool_):
-        raise TypeError(f"target must be a real array, got target.dtype={target.dtype}")
-    check.target_shape(target, shape, "the input's shape")
-    return target
+def _strategy(eps: float) -> str:
+    """The strategy of :func:`gradient_strategy` for this call."""
+    chosen = _STRATEGY.get()
+    if chosen != "auto":
+        return chosen
+    if jax.default_backend() != "cpu":
+        return "logits"
+    return "shifted" if eps else "exp"
 
 
 # ----------------------------------------------------------------------------------
@@ -341,27 +312,6 @@ def _binary_target(target, shape):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
 def _ce_elements(x, y, valid, w_y, w, eps, strategy):
     return _ce_elements_fwd(x, y, valid, w_y, w, eps, strategy)[0]
-
-
-def _strategy(eps: float) -> str:
-    """Which logits-sized array the backward pass reads, by what the compiler fuses.
-
-    * ``"logits"`` (GPU, TPU): XLA fuses the row reductions into the read of the logits,
-      so the backward recomputes ``exp(x - m)`` from the logits, which cost nothing to keep.
-    * ``"exp"`` (CPU, no smoothing): XLA on CPU writes ``exp(x - m)`` to memory on its
-      way to the row sums anyway; keeping it and scaling it in place is as fast as
-      optax's unweighted loss.
-    * ``"shifted"`` (CPU, smoothing): XLA on CPU cannot fuse a per-row shift or a weight
-      vector into a reduction, so ``d = x - m`` is written once; the row sums of
-      ``exp(d)`` and the smoothing term ``d @ w`` read it, and the backward turns it into
-      the gradient in place.
-
-    Either way the compiled forward+backward holds no logits-sized temporary beyond the
-    one that becomes the gradient.
-    """
-    if jax.default_backend() != "cpu":
-        return "logits"
-    return "shifted" if eps else "exp"
 
 
 def _ce_elements_fwd(x, y, valid, w_y, w, eps, strategy):

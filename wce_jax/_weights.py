@@ -12,11 +12,6 @@ from wce_jax import _checks as check
 
 Array = jax.Array
 
-SCHEMES = ("inverse", "balanced", "max", "inverse_sqrt", "effective_number",
-           "median_frequency")
-NORMALIZATIONS = (None, "classes", "samples")
-
-
 def class_weights(
     counts: ArrayLike,
     scheme: str = "balanced",
@@ -36,7 +31,7 @@ def class_weights(
     [CW-ZERO-COUNT] a class with count 0 is an error, or gets ``max_weight`` (which also
     caps every weight); under ``jit`` it gets NaN unless ``max_weight`` is given.
     """
-    _check_options(scheme, beta, normalize, max_weight)
+    check.weight_options(scheme, beta, normalize, max_weight)
     counts = jnp.asarray(counts)
     if counts.ndim != 1 or not jnp.issubdtype(counts.dtype, jnp.number) or jnp.iscomplexobj(
             counts):
@@ -49,7 +44,7 @@ def class_weights(
                       "counts: class {index} has count {value}, so its weight would be "
                       "infinite; give max_weight= to cap it, or leave the class out")
     n = counts.astype(_float_dtype(counts))
-    weights = _class_weights(n, scheme, beta, normalize, max_weight)
+    weights = _scheme_weights(n, scheme, beta, normalize, max_weight)
     trusted = jnp.all(check.FiniteNonNegative()(n))  # traced bad counts: all NaN
     return jnp.where(trusted, weights, jnp.nan)
 
@@ -65,13 +60,13 @@ def class_weights_from_labels(
     max_weight: float | None = None,
 ) -> Array:
     """:func:`class_weights` of the label counts, ``ignore_index`` skipped [CW-FROM-LABELS]."""
-    _check_options(scheme, beta, normalize, max_weight)
+    check.weight_options(scheme, beta, normalize, max_weight)
     counts = _label_counts(labels, num_classes, ignore_index)
     if max_weight is None:
         check.require(check.Positive(), counts,
                       "labels: class {index} has count {value}, so its weight would be "
                       "infinite; give max_weight= to cap it, or leave the class out")
-    return _class_weights(counts, scheme, beta, normalize, max_weight)
+    return _scheme_weights(counts, scheme, beta, normalize, max_weight)
 
 
 def sample_weights_from_labels(
@@ -115,8 +110,7 @@ def balanced_indices(
 def pos_weight_from_labels(targets: ArrayLike, *, max_weight: float | None = None) -> Array:
     """Per-label negatives over positives along the last axis: the ``pos_weight`` that
     balances each label of a multi-label problem [CW-POS-WEIGHT]."""
-    if max_weight is not None and not max_weight > 0:
-        raise ValueError(f"max_weight must be positive or None, got max_weight={max_weight!r}")
+    check.cap(max_weight)
     t = jnp.asarray(targets)
     if t.ndim < 1 or jnp.iscomplexobj(t) or not (jnp.issubdtype(t.dtype, jnp.number)
                                                  or t.dtype == jnp.bool_):
@@ -133,18 +127,6 @@ def pos_weight_from_labels(targets: ArrayLike, *, max_weight: float | None = Non
     if max_weight is not None:
         weights = jnp.where(positives > 0, jnp.minimum(weights, max_weight), max_weight)
     return weights
-
-
-def _check_options(scheme, beta, normalize, max_weight):
-    if scheme not in SCHEMES:
-        raise ValueError(f"scheme must be one of {SCHEMES}, got scheme={scheme!r}")
-    if not 0.0 <= beta < 1.0:
-        raise ValueError(f"beta must be in [0, 1), got beta={beta!r}")
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got "
-                         f"normalize={normalize!r}")
-    if max_weight is not None and not max_weight > 0:
-        raise ValueError(f"max_weight must be positive or None, got max_weight={max_weight!r}")
 
 
 def _float_dtype(a):
@@ -172,7 +154,7 @@ def _label_counts(labels, num_classes, ignore_index):
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
-def _class_weights(n, scheme, beta, normalize, max_weight):
+def _scheme_weights(n, scheme, beta, normalize, max_weight):
     """Raw weights of the classes that occur, normalised, then capped (spec section 13)."""
     present = n > 0
     safe = jnp.where(present, n, 1.0)

@@ -9,40 +9,41 @@ A drop-in for ``torch.nn.functional`` and ``torch.nn``::
 """
 
 from wce_torch._checks import ProbabilityInputWarning
-from wce_torch.functional import (
+from wce_torch._focal import sigmoid_focal_loss, softmax_focal_loss
+from wce_torch._linear import linear_cross_entropy
+from wce_torch._losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
     cross_entropy,
     nll_loss,
-    sigmoid_focal_loss,
-    softmax_focal_loss,
 )
-from wce_torch.linear import linear_cross_entropy
-from wce_torch.modules import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, NLLLoss
-from wce_torch.weights import (
+from wce_torch._weights import (
     balanced_sampler,
     class_weights,
     class_weights_from_labels,
     pos_weight_from_labels,
     sample_weights_from_labels,
 )
+from wce_torch.modules import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, NLLLoss
 
+# The names both packages share come first, in the same order as in wce_jax.
 __all__ = [
-    "BCELoss",
-    "BCEWithLogitsLoss",
-    "CrossEntropyLoss",
-    "NLLLoss",
-    "ProbabilityInputWarning",
-    "balanced_sampler",
+    "cross_entropy",
+    "nll_loss",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
-    "class_weights",
-    "class_weights_from_labels",
-    "cross_entropy",
-    "linear_cross_entropy",
-    "nll_loss",
-    "pos_weight_from_labels",
-    "sample_weights_from_labels",
     "sigmoid_focal_loss",
     "softmax_focal_loss",
+    "linear_cross_entropy",
+    "class_weights",
+    "class_weights_from_labels",
+    "sample_weights_from_labels",
+    "pos_weight_from_labels",
+    "ProbabilityInputWarning",
+    # PyTorch only
+    "balanced_sampler",
+    "CrossEntropyLoss",
+    "NLLLoss",
+    "BCELoss",
+    "BCEWithLogitsLoss",
 ]

@@ -57,10 +57,12 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def class_axis(x: torch.Tensor, name: str) -> None:
+def class_axis(x: torch.Tensor, name: str) -> int:
+    """The class axis, as in torch: 0 for ``(C,)``, 1 otherwise."""
     if x.dim() == 0:
         raise ValueError(f"{name} must have a class axis: shape (C,), (N, C) or "
                          f"(N, C, d1, ..., dk), got a 0-d {name}")
+    return 0 if x.dim() == 1 else 1
 
 
 def real_param(value, name: str):
@@ -74,12 +76,27 @@ def real_param(value, name: str):
     return value
 
 
-def class_weight(weight, num_classes: int, name: str = "weight"):
+def class_weight(weight, num_classes: int, name: str = "weight", shape=None):
+    """A class-weight vector of shape ``(num_classes,)``; with the input's ``shape``, a
+    wrong size that matches another axis hints at the class axis."""
     weight = real_param(weight, name)
     if weight is not None and tuple(weight.shape) != (num_classes,):
         raise ValueError(f"{name} must be a 1-D tensor with one entry per class, shape "
-                         f"({num_classes},), got {name}.shape={tuple(weight.shape)}")
+                         f"({num_classes},), got {name}.shape={tuple(weight.shape)}"
+                         + _class_axis_hint(weight, shape))
     return weight
+
+
+def _class_axis_hint(weight, shape) -> str:
+    if shape is None or len(shape) < 2:
+        return ""
+    hint = f"; the class axis is axis 1 of the input's shape {tuple(shape)}, as in torch"
+    others = [k for k, d in enumerate(shape) if k != 1 and tuple(weight.shape) == (d,)]
+    if others:
+        hint += (f", and {weight.shape[0]} is the size of axis {others[-1]}: move the "
+                 f"classes of channels-last input to axis 1 with input.movedim("
+                 f"{others[-1]}, 1)")
+    return hint
 
 
 def broadcastable(value, name: str, shape):
@@ -122,10 +139,41 @@ def is_probability_target(target: torch.Tensor) -> bool:
     return False
 
 
+def without_axis(shape, axis: int) -> tuple:
+    """``shape`` without the class axis: the shape of class-index targets."""
+    return tuple(d for i, d in enumerate(shape) if i != axis)
+
+
+def linear_weight(weight, hidden) -> None:
+    """[LCE-ELEM]: ``weight`` is ``(V, D)`` for ``hidden`` of ``(..., D)``."""
+    if weight.dim() != 2 or hidden.dim() < 1 or weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(f"weight must have shape (V, D) with D = hidden.shape[-1] = "
+                         f"{hidden.shape[-1] if hidden.dim() else None}, got "
+                         f"weight.shape={tuple(weight.shape)}")
+
+
+def class_indices(target, loss: str) -> None:
+    """A loss of class indices only: an integer target [GEN-INT-TARGET]."""
+    if is_probability_target(target):
+        raise TypeError(f"{loss} takes class indices: target must have an integer dtype, "
+                        f"got target.dtype={target.dtype}")
+
+
 def target_shape(target: torch.Tensor, expected, what: str) -> None:
     if tuple(target.shape) != tuple(expected):
         raise ValueError(f"target must have {what}, {tuple(expected)}, got "
                          f"target.shape={tuple(target.shape)}")
+
+
+def probability_target_shape(target: torch.Tensor, shape, axis: int) -> None:
+    """A floating target holds probabilities of the input's shape; one of the shape of
+    class indices is most likely class labels in a floating dtype, and says so."""
+    if tuple(target.shape) == without_axis(shape, axis) != tuple(shape):
+        raise ValueError(f"target must have the input's shape {tuple(shape)} for class "
+                         f"probabilities (a floating target), got target.shape="
+                         f"{tuple(target.shape)} and target.dtype={target.dtype}: class "
+                         f"indices need an integer dtype, e.g. target.long()")
+    target_shape(target, shape, "the input's shape (probabilities)")
 
 
 def class_target_range(target: torch.Tensor, num_classes: int, ignore: int) -> None:
@@ -168,3 +216,73 @@ def warn_if_probabilities(rows: torch.Tensor) -> None:
             ProbabilityInputWarning,
             stacklevel=3,
         )
+
+
+def binary_target(target, shape):
+    tensor(target, "target")
+    if target.is_complex():
+        raise TypeError(f"target must be a real tensor, got target.dtype={target.dtype}")
+    target_shape(target, shape, "the input's shape")
+    return target
+
+
+# ----------------------------------------------------------------------------------
+# Options of the focal, linear and weight functions (Python values).
+
+SCHEMES = ("inverse", "balanced", "max", "inverse_sqrt", "effective_number",
+           "median_frequency")
+NORMALIZATIONS = (None, "classes", "samples")
+
+
+def gamma(value) -> float:
+    """[FOCAL-SIGMOID] [FOCAL-SOFTMAX]: the focusing exponent, non-negative."""
+    value = float(value)
+    if not value >= 0:
+        raise ValueError(f"gamma must be non-negative, got gamma={value!r}")
+    return value
+
+
+def z_loss(value) -> float:
+    """[LCE-ZLOSS]: non-negative."""
+    value = float(value)
+    if not value >= 0:
+        raise ValueError(f"z_loss must be non-negative, got z_loss={value!r}")
+    return value
+
+
+def softcap(value) -> float | None:
+    """[LCE-SOFTCAP]: positive, or None for no cap."""
+    if value is None:
+        return None
+    value = float(value)
+    if not value > 0:
+        raise ValueError(f"softcap must be positive or None, got softcap={value!r}")
+    return value
+
+
+def chunk_size(value) -> int | None:
+    """A positive number of rows, or None for the default."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"chunk_size must be a positive integer or None, got "
+                         f"chunk_size={value!r}")
+    return int(value)
+
+
+def weight_options(scheme, beta, normalize, max_weight) -> None:
+    """Spec section 13: the scheme, ``beta``, ``normalize`` and ``max_weight``."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got scheme={scheme!r}")
+    if not 0.0 <= beta < 1.0:
+        raise ValueError(f"beta must be in [0, 1), got beta={beta!r}")
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got "
+                         f"normalize={normalize!r}")
+    cap(max_weight)
+
+
+def cap(max_weight) -> None:
+    """[CW-ZERO-COUNT] [CW-POS-WEIGHT]: ``max_weight`` is positive or None."""
+    if max_weight is not None and not max_weight > 0:
+        raise ValueError(f"max_weight must be positive or None, got max_weight={max_weight!r}")

@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 from wce_torch import functional as F
-from wce_torch._checks import reduction as _legacy_reduction
+from wce_torch._checks import reduction as legacy_reduction
 
 
 class _Loss(nn.Module):
     def __init__(self, size_average=None, reduce=None, reduction="mean", process_group=None):
         super().__init__()
-        self.reduction = _legacy_reduction(size_average, reduce, reduction)
+        self.reduction = legacy_reduction(size_average, reduce, reduction)
         self.process_group = process_group  # [DP-PROCESS-GROUP]; None: this rank only
 
 

@@ -6,11 +6,6 @@ import torch
 
 from wce_torch import _checks as check
 
-SCHEMES = ("inverse", "balanced", "max", "inverse_sqrt", "effective_number",
-           "median_frequency")
-NORMALIZATIONS = (None, "classes", "samples")
-
-
 def class_weights(counts, scheme="balanced", *, beta=0.999, normalize=None, max_weight=None):
     r"""Class weights from per-class counts ``n_c`` (``N`` in all, ``C`` classes).
 
@@ -23,7 +18,7 @@ def class_weights(counts, scheme="balanced", *, beta=0.999, normalize=None, max_
     [CW-ZERO-COUNT] a class with count 0 is an error, or gets ``max_weight`` (which also
     caps every weight). Pass the result as ``weight=`` to the losses.
     """
-    _check_options(scheme, beta, normalize, max_weight)
+    check.weight_options(scheme, beta, normalize, max_weight)
     counts = torch.as_tensor(counts)
     if counts.dim() != 1 or counts.is_complex() or counts.dtype == torch.bool:
         raise ValueError(f"counts must be a 1-D array of real counts, got counts with shape "
@@ -36,19 +31,19 @@ def class_weights(counts, scheme="balanced", *, beta=0.999, normalize=None, max_
     if max_weight is None:
         _require_positive(n, "counts", "class {index} has count {value}, so its weight "
                           "would be infinite; give max_weight= to cap it, or leave the class out")
-    return torch.where(bad.any(), torch.nan, _class_weights(n, scheme, beta, normalize,
+    return torch.where(bad.any(), torch.nan, _scheme_weights(n, scheme, beta, normalize,
                                                             max_weight))
 
 
 def class_weights_from_labels(labels, num_classes, scheme="balanced", *, ignore_index=-100,
                               beta=0.999, normalize=None, max_weight=None):
     """:func:`class_weights` of the label counts, ``ignore_index`` skipped [CW-FROM-LABELS]."""
-    _check_options(scheme, beta, normalize, max_weight)
+    check.weight_options(scheme, beta, normalize, max_weight)
     counts, _, _ = _label_counts(labels, num_classes, ignore_index)
     if max_weight is None:
         _require_positive(counts, "labels", "class {index} has count {value}, so its weight "
                           "would be infinite; give max_weight= to cap it, or leave the class out")
-    return _class_weights(counts, scheme, beta, normalize, max_weight)
+    return _scheme_weights(counts, scheme, beta, normalize, max_weight)
 
 
 def sample_weights_from_labels(labels, num_classes, scheme="inverse", *, ignore_index=-100,
@@ -56,12 +51,12 @@ def sample_weights_from_labels(labels, num_classes, scheme="inverse", *, ignore_
     """One weight per sample, ``w[y_i]`` (0 if ignored) [RS-SAMPLE-WEIGHTS]: the weights of
     ``torch.utils.data.WeightedRandomSampler``, which with ``"inverse"`` draws every class
     that occurs equally often (see :func:`balanced_sampler`)."""
-    _check_options(scheme, beta, normalize, max_weight)
+    check.weight_options(scheme, beta, normalize, max_weight)
     counts, y, valid = _label_counts(labels, num_classes, ignore_index)
     if max_weight is None:
         _require_positive(counts, "labels", "class {index} has count {value}, so its weight "
                           "would be infinite; give max_weight= to cap it, or leave the class out")
-    w = _class_weights(counts, scheme, beta, normalize, max_weight)
+    w = _scheme_weights(counts, scheme, beta, normalize, max_weight)
     return torch.where(valid, w.index_select(0, torch.where(valid, y, 0)), 0.0).reshape(
         torch.as_tensor(labels).shape)
 
@@ -82,8 +77,7 @@ def balanced_sampler(labels, num_classes, num_samples=None, scheme="inverse", *,
 def pos_weight_from_labels(targets, *, max_weight=None):
     """Per-label negatives over positives along the last axis: the ``pos_weight`` that
     balances each label of a multi-label problem [CW-POS-WEIGHT]."""
-    if max_weight is not None and not max_weight > 0:
-        raise ValueError(f"max_weight must be positive or None, got max_weight={max_weight!r}")
+    check.cap(max_weight)
     t = torch.as_tensor(targets)
     if t.dim() < 1 or t.is_complex():
         raise ValueError(f"targets must be a real array of shape (..., L), got shape "
@@ -99,18 +93,6 @@ def pos_weight_from_labels(targets, *, max_weight=None):
     if max_weight is not None:
         weights = torch.where(positives > 0, weights.clamp_max(max_weight), max_weight)
     return weights
-
-
-def _check_options(scheme, beta, normalize, max_weight):
-    if scheme not in SCHEMES:
-        raise ValueError(f"scheme must be one of {SCHEMES}, got scheme={scheme!r}")
-    if not 0.0 <= beta < 1.0:
-        raise ValueError(f"beta must be in [0, 1), got beta={beta!r}")
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got "
-                         f"normalize={normalize!r}")
-    if max_weight is not None and not max_weight > 0:
-        raise ValueError(f"max_weight must be positive or None, got max_weight={max_weight!r}")
 
 
 def _require_positive(values, name, message):
@@ -144,7 +126,7 @@ def _label_counts(labels, num_classes, ignore_index):
     return counts.to(torch.get_default_dtype()), y, valid
 
 
-def _class_weights(n, scheme, beta, normalize, max_weight):
+def _scheme_weights(n, scheme, beta, normalize, max_weight):
     """Raw weights of the classes that occur, normalised, then capped (spec section 13)."""
     present = n > 0
     safe = torch.where(present, n, 1.0)

@@ -4,19 +4,19 @@ The logits ``hidden @ weight.T`` of ``(rows, V)`` are never formed at once: rows
 processed ``chunk_size`` at a time. For ``"mean"`` and ``"sum"`` the forward pass also
 computes the gradients, which the backward pass only scales (three matrix products per
 chunk, as for the unfused loss); for ``"none"`` the backward pass recomputes each
-chunk's logits with the per-row upstream gradient (four).
+chunk's logits with the per-row upstream gradient (four). When no gradient is needed
+(``torch.no_grad()``, or neither ``hidden`` nor ``weight`` requires one), only the
+losses are computed: one product per chunk and no gradient buffers.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import numbers
 
 import torch
 
 from wce_torch import _checks as check
-from wce_torch.functional import (_all_reduced, _class_terms, _class_weights, _global_share,
-                                  _graph_is_kept)
+from wce_torch import _core as core
 
 #: The default chunk holds about 2**24 logits (64 MiB in float32), whatever V is.
 CHUNK_LOGITS = 2 ** 24
@@ -35,7 +35,9 @@ def linear_cross_entropy(hidden, weight, target, *, class_weight=None, ignore_in
     Gradients flow to ``hidden`` and ``weight`` [LCE-GRAD], not to ``class_weight``.
 
     ``chunk_size`` rows are processed at a time (default: about ``2**24 / V``). Half
-    precision inputs are multiplied in float32. ``process_group`` as in
+    precision inputs are multiplied in float32. Without a gradient to compute (under
+    ``torch.no_grad()``, or a frozen layer) one product a chunk is all it costs.
+    ``process_group`` as in
     :func:`wce_torch.cross_entropy` [DP-PROCESS-GROUP].
     """
     hidden = check.floating(hidden, "hidden")
@@ -43,35 +45,38 @@ def linear_cross_entropy(hidden, weight, target, *, class_weight=None, ignore_in
     reduction = check.reduction(None, None, reduction)
     eps = check.label_smoothing(label_smoothing)
     ignore_index = check.ignore_index(ignore_index)
-    if weight.dim() != 2 or hidden.dim() < 1 or weight.shape[1] != hidden.shape[-1]:
-        raise ValueError(f"weight must have shape (V, D) with D = hidden.shape[-1] = "
-                         f"{hidden.shape[-1] if hidden.dim() else None}, got "
-                         f"weight.shape={tuple(weight.shape)}")
+    check.linear_weight(weight, hidden)
     check.tensor(target, "target")
-    if check.is_probability_target(target):
-        raise TypeError("linear_cross_entropy takes class indices: target must have an "
-                        f"integer dtype, got target.dtype={target.dtype}")
+    check.class_indices(target, "linear_cross_entropy")
     check.target_shape(target, hidden.shape[:-1], "hidden's shape without the last axis")
     vocab = weight.shape[0]
     class_weight = check.class_weight(class_weight, vocab, "class_weight")
-    options = _Options(eps, _z_loss(z_loss), _softcap(softcap), _chunk(chunk_size, vocab))
+    options = _Options(eps, check.z_loss(z_loss), check.softcap(softcap),
+                       _chunk(check.chunk_size(chunk_size), vocab))
     check.class_target_range(target, vocab, ignore_index)
 
     dtype = check.compute_dtype(torch.promote_types(hidden.dtype, weight.dtype))
-    w = _class_weights(class_weight, vocab, dtype, hidden.device).detach()
-    valid, y, w_y = _class_terms(target.reshape(-1), w, vocab, ignore_index)
+    w = core.class_weights_or_ones(class_weight, vocab, dtype, hidden.device).detach()
+    valid, y, w_y = core.class_terms(target.reshape(-1), w, vocab, ignore_index)
     h = hidden.reshape(-1, hidden.shape[-1])
+    # Forward only (torch.no_grad, or a frozen layer and frozen inputs): one product a
+    # chunk and no gradient buffers; the losses are the same numbers either way.
+    forward_only = not (torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad))
     if reduction == "none":
-        losses = _Rows.apply(h, weight, y, valid, w_y, w, options)
+        losses = (_run(h, weight, y, valid, w_y, w, None, options)[0] if forward_only
+                  else _Rows.apply(h, weight, y, valid, w_y, w, options))
         return losses.reshape(target.shape).to(hidden.dtype)
     count = w_y.sum()
     if process_group is not None:
-        count = _all_reduced(count, process_group)
+        count = core.all_reduced(count, process_group)
     scale = (torch.ones((), dtype=dtype, device=h.device) if reduction == "sum"
              else 1.0 / torch.where(count == 0, torch.nan, count))
-    total = _ScaledTotal.apply(h, weight, y, valid, w_y, w, scale, options)
+    if forward_only:
+        total = scale * _run(h, weight, y, valid, w_y, w, None, options)[0].sum()
+    else:
+        total, _, _ = _ScaledTotal.apply(h, weight, y, valid, w_y, w, scale, options)
     if process_group is not None:
-        total = _global_share(total, process_group)
+        total = core.global_share(total, process_group)
     return total.to(hidden.dtype)
 
 
@@ -83,29 +88,9 @@ class _Options:
     chunk: int
 
 
-def _z_loss(value) -> float:
-    value = float(value)
-    if not value >= 0:
-        raise ValueError(f"z_loss must be non-negative, got z_loss={value!r}")
-    return value
-
-
-def _softcap(value) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    if not value > 0:
-        raise ValueError(f"softcap must be positive or None, got softcap={value!r}")
-    return value
-
-
-def _chunk(value, vocab: int) -> int:
-    if value is None:
-        return max(16, CHUNK_LOGITS // max(vocab, 1))
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"chunk_size must be a positive integer or None, got "
-                         f"chunk_size={value!r}")
-    return int(value)
+def _chunk(chunk_size: int | None, vocab: int) -> int:
+    """The rows a chunk holds: ``chunk_size``, or about ``CHUNK_LOGITS`` logits."""
+    return max(16, CHUNK_LOGITS // max(vocab, 1)) if chunk_size is None else chunk_size
 
 
 def _chunk_terms(h, weight, y, valid, w_y, w, r, options, d_hidden=None, d_weight=None):
@@ -171,20 +156,29 @@ def _run(h, weight, y, valid, w_y, w, r, options):
 
 
 class _ScaledTotal(torch.autograd.Function):
-    """``scale * sum_i l_i``; its gradients are computed in the forward pass."""
+    """``scale * sum_i l_i``; its gradients are computed in the forward pass and returned
+    with it (non-differentiable), so that ``setup_context`` can save them."""
 
     @staticmethod
-    def forward(ctx, h, weight, y, valid, w_y, w, scale, options):
+    def forward(h, weight, y, valid, w_y, w, scale, options):
         r = scale.expand(y.shape)
         losses, d_hidden, d_weight = _run(h, weight, y, valid, w_y, w, r, options)
-        ctx.save_for_backward(d_hidden.to(h.dtype), d_weight.to(weight.dtype))
-        return scale * losses.sum()
+        return scale * losses.sum(), d_hidden.to(h.dtype), d_weight.to(weight.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, d_hidden, d_weight = output
+        ctx.mark_non_differentiable(d_hidden, d_weight)
+        ctx.set_materialize_grads(False)  # no zero-filled (V, D) for the gradients' slots
+        ctx.save_for_backward(d_hidden, d_weight)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, ct):
+    def backward(ctx, ct, _d_hidden_ct, _d_weight_ct):
+        if ct is None:  # the total did not reach the output
+            return None, None, None, None, None, None, None, None
         d_hidden, d_weight = ctx.saved_tensors
-        if not _graph_is_kept():  # scale in place: no second (V, D) buffer at the peak
+        if not core.graph_is_kept():  # scale in place: no second (V, D) buffer at the peak
             d_hidden, d_weight = d_hidden.mul_(ct), d_weight.mul_(ct)
         else:
             d_hidden, d_weight = ct * d_hidden, ct * d_weight
@@ -195,11 +189,15 @@ class _Rows(torch.autograd.Function):
     """Per-row losses (``"none"``); the backward pass recomputes the chunks' logits."""
 
     @staticmethod
-    def forward(ctx, h, weight, y, valid, w_y, w, options):
+    def forward(h, weight, y, valid, w_y, w, options):
         losses, _, _ = _run(h, weight, y, valid, w_y, w, None, options)
+        return losses
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        h, weight, y, valid, w_y, w, options = inputs
         ctx.save_for_backward(h, weight, y, valid, w_y, w)
         ctx.options = options
-        return losses
 
     @staticmethod
     @torch.autograd.function.once_differentiable

@@ -1,0 +1,78 @@
+"""Row machinery shared by wce_jax's losses: class terms, weight casting, reduction,
+and the collectives of data parallelism [DP-AXIS].
+
+Every loss module imports these by their public names; the mirror of this file is
+wce_torch/_core.py.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def varying_like(reference, *arrays):
+    """``arrays`` made to vary over the same ``shard_map`` axes as ``reference``.
+
+    Inside ``shard_map``, JAX types each value as varying or not over each mesh axis, and
+    a custom VJP must return cotangents of its inputs' types. A replicated weight vector
+    used with sharded logits has a cotangent that varies; casting the weight to varying
+    first makes that legal, and JAX sums the cotangent over the axes when it transposes
+    the cast, which is the weight's global gradient. Outside ``shard_map`` nothing changes.
+    """
+    axes = _varying_axes(reference)
+    out = []
+    for a in arrays:
+        missing = tuple(sorted(axes - _varying_axes(a), key=str))
+        out.append(jax.lax.pcast(a, missing, to="varying") if missing else a)
+    return out
+
+
+def _varying_axes(a) -> frozenset:
+    if not hasattr(jax, "typeof"):  # JAX < 0.6.1 types no value as varying
+        return frozenset()
+    manual = getattr(jax.typeof(a), "manual_axis_type", None)
+    return frozenset(manual.varying) if manual is not None else frozenset()
+
+
+def class_weights_or_ones(weight, num_classes, dtype):
+    """The class weights ``w`` of [CE-ELEM] in ``dtype``: ``weight``, or ones if None."""
+    return jnp.ones((num_classes,), dtype) if weight is None else weight.astype(dtype)
+
+
+def class_terms(target, w, num_classes, ignore_index):
+    """Per-element valid mask, safe class index, and target weight.
+
+    ``w_y`` is 0 for ignored elements and NaN for an out-of-range target in a traced
+    call [TRACE-TARGET-RANGE]; it is also what the weighted mean divides by [CE-MEAN].
+    """
+    target = target.astype(jax.dtypes.canonicalize_dtype(jnp.int64))  # no wrap-around
+    valid = target != ignore_index
+    in_range = (target >= 0) & (target < num_classes)
+    bad = valid & ~in_range
+    y = jnp.where(valid & in_range, target, 0).astype(jnp.int32)
+    w_y = jnp.where(bad, jnp.nan, jnp.where(valid, w[y], 0.0))
+    return valid, y, w_y, bad
+
+
+def reduce(losses, target_weights, reduction, axis_name=None):
+    """[CE-NONE] [CE-SUM] [CE-MEAN]; ``target_weights=None`` means the plain mean.
+
+    A mean over zero weight is undefined: it divides by NaN, so its gradient is NaN for
+    valid elements and exactly zero for ignored ones [EDGE-ZERO-WEIGHT-SUM]
+    [EDGE-ALL-IGNORED] [EDGE-EMPTY]. With ``axis_name``, numerator and denominator are
+    summed over that named axis first: the global mean of all shards [DP-GLOBAL].
+    """
+    if reduction == "none":
+        return losses
+    total = all_reduced(jnp.sum(losses), axis_name)
+    if reduction == "sum":
+        return total
+    count = losses.size if target_weights is None else jnp.sum(target_weights)
+    count = all_reduced(count, axis_name)
+    return total / jnp.where(count == 0, jnp.nan, count)
+
+
+def all_reduced(value, axis_name):
+    """``value`` summed over the named axis (or axes) ``axis_name``; itself if None."""
+    return value if axis_name is None else jax.lax.psum(value, axis_name)

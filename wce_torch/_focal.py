@@ -1,0 +1,77 @@
+"""Focal losses (spec section 14)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from wce_torch import _checks as check
+from wce_torch import _core as core
+
+
+def sigmoid_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="none", *,
+                       process_group=None):
+    r"""RetinaNet's focal loss, with ``torchvision.ops.sigmoid_focal_loss``'s semantics.
+
+    [FOCAL-SIGMOID]::
+
+        l = alpha_t * (1 - p_t)^gamma * ce,   1 - p_t = y sigmoid(-x) + (1 - y) sigmoid(x)
+
+    with ``ce`` the binary cross-entropy of the logits and
+    ``alpha_t = alpha y + (1 - alpha)(1 - y)`` (1 when ``alpha`` is None or negative).
+    ``reduction`` defaults to ``"none"`` as in torchvision; ``"mean"`` divides by the
+    number of elements. Saturated logits have a zero gradient for any ``gamma``
+    [FOCAL-GRAD], where torchvision's is NaN for ``gamma < 1``.
+    """
+    input = check.floating(input, "input")
+    reduction = check.reduction(None, None, reduction)
+    gamma = check.gamma(gamma)
+    target = check.binary_target(target, input.shape)
+    dtype = check.compute_dtype(input.dtype)
+    x, y = input.to(dtype), target.to(dtype)
+    ce = (1.0 - y) * x - F.logsigmoid(x)  # [BCEL-ELEM] with q = 1
+    u = y * torch.sigmoid(-x) + (1.0 - y) * torch.sigmoid(x)  # 1 - p_t, no cancellation
+    losses = _modulating(u, gamma) * ce
+    if alpha is not None and alpha >= 0:
+        losses = (alpha * y + (1.0 - alpha) * (1.0 - y)) * losses
+    return core.reduce(losses, None, reduction, input.shape, process_group).to(input.dtype)
+
+
+def softmax_focal_loss(input, target, alpha=None, gamma=2.0, ignore_index=-100,
+                       reduction="mean", *, process_group=None):
+    r"""Multi-class focal loss with per-class weights, reduced like the weighted
+    cross-entropy.
+
+    [FOCAL-SOFTMAX]: ``l_i = alpha[y_i] * (1 - p_i[y_i])^gamma * -log p_i[y_i]``, ignored
+    elements exactly 0, ``"mean"`` divided by ``sum_{i valid} alpha[y_i]`` [CE-MEAN].
+    ``gamma=0`` is :func:`cross_entropy` with ``weight=alpha`` [FOCAL-GAMMA0]. ``alpha``
+    has shape ``(C,)``; targets, ``ignore_index`` and errors as in :func:`cross_entropy`.
+    """
+    input = check.floating(input, "input")
+    reduction = check.reduction(None, None, reduction)
+    gamma = check.gamma(gamma)
+    ignore_index = check.ignore_index(ignore_index)
+    axis = check.class_axis(input, "input")
+    check.tensor(target, "target")
+    check.class_indices(target, "softmax_focal_loss")
+    num_classes, shape = input.shape[axis], check.without_axis(input.shape, axis)
+    alpha = check.class_weight(alpha, num_classes, "alpha", input.shape)
+    check.target_shape(target, shape, "the input's shape without the class axis")
+    check.class_target_range(target, num_classes, ignore_index)
+    dtype = check.compute_dtype(input.dtype)
+    w = core.class_weights_or_ones(alpha, num_classes, dtype, input.device)
+    valid, y, w_y = core.class_terms(target.reshape(-1), w, num_classes, ignore_index)
+    x = torch.where(valid[:, None], core.rows(input).to(dtype), 0.0)  # ignored: no influence
+    lp_y = torch.log_softmax(x, dim=-1).gather(1, y[:, None])[:, 0]
+    u = -torch.expm1(lp_y)  # 1 - p_y without cancellation
+    losses = torch.where(valid, w_y * _modulating(u, gamma) * -lp_y, 0.0)
+    return core.reduce(losses, w_y, reduction, shape, process_group).to(input.dtype)
+
+
+def _modulating(u, gamma):
+    """``u^gamma``, with ``0^0 = 1`` and a zero derivative at ``u = 0`` [FOCAL-GRAD]:
+    where the logits saturate, the derivative of ``u^gamma`` for ``gamma < 1`` is
+    infinite but the loss's gradient tends to 0."""
+    if gamma == 0:
+        return torch.ones_like(u)
+    return torch.where(u > 0, torch.where(u > 0, u, 1.0) ** gamma, 0.0)

@@ -1,0 +1,277 @@
+"""The losses of spec/SPEC.md in PyTorch, drop-in for ``torch.nn.functional``.
+
+Same names, argument order and defaults as torch (class axis 1), including the legacy
+``size_average``/``reduce``. Where the spec departs from torch on purpose, these
+functions follow the spec: any integer target dtype [GEN-INT-TARGET], weights of another
+dtype [GEN-PARAM-DTYPE], integer/boolean BCE targets [BCE-TARGET], no influence of
+ignored rows [CE-IGNORE-NONFINITE], an error for negative ``label_smoothing``
+[ERR-SMOOTHING], a warning for softmax output passed as logits
+[WARN-PROBABILITY-INPUT], and float32 accumulation for half inputs [GEN-HALF].
+
+Every loss also takes ``process_group=`` for data-parallel training: with a group,
+``"mean"`` is the global mean over all ranks' batches and the gradients that
+DistributedDataParallel averages are those of that global loss [DP-PROCESS-GROUP].
+
+The class-target cross-entropy is a ``torch.autograd.Function`` with a fused gradient:
+it keeps the log-probabilities for the backward pass and turns them into the gradient in
+place, so forward plus backward allocate one logits-sized buffer where torch's own
+weighted path allocates three (log-probabilities, their gradient, the input gradient).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from wce_torch import _checks as check
+from wce_torch import _core as core
+
+#: [GRAD-BCE]: 1e-12 rounded to float32, the guard torch uses in every dtype.
+BCE_GRAD_EPS = 9.999999960041972e-13
+BCE_LOG_CLAMP = -100.0  # [BCE-CLAMP]
+
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100,
+                  reduce=None, reduction="mean", label_smoothing=0.0, *, process_group=None):
+    r"""Weighted softmax cross-entropy with class indices or class probabilities.
+
+    With ``lp = log_softmax(input, dim=1)`` and class weights ``w`` (ones by default):
+
+    * integer ``target`` (class indices, any integer dtype) [CE-ELEM] [CE-SMOOTH]::
+
+        l_i = (1 - eps) * w[y_i] * -lp[i, y_i] + (eps / C) * sum_c w_c * -lp[i, c]
+
+      Elements with ``y_i == ignore_index`` give exactly 0 and their logits have no
+      influence [CE-IGNORE] [CE-IGNORE-NONFINITE]. ``"mean"`` is the weighted mean
+      ``sum_i l_i / sum_{i valid} w[y_i]`` [CE-MEAN]: NaN, with a zero gradient, when
+      every target is ignored [EDGE-ALL-IGNORED].
+    * floating ``target`` of the input's shape (probabilities) [CEP-ELEM]::
+
+        l_i = sum_c w_c * t'_ic * -lp_ic,   t' = (1 - eps) * t + eps / C
+
+      and ``"mean"`` divides by the number of elements [CEP-MEAN].
+
+    Bad arguments raise ValueError/TypeError naming the argument (spec section 10).
+    With ``process_group`` the reductions are global over its ranks [DP-PROCESS-GROUP].
+    """
+    input = check.floating(input, "input")
+    reduction = check.reduction(size_average, reduce, reduction)
+    eps = check.label_smoothing(label_smoothing)
+    ignore_index = check.ignore_index(ignore_index)
+    axis = check.class_axis(input, "input")
+    check.tensor(target, "target")
+    num_classes, shape = input.shape[axis], check.without_axis(input.shape, axis)
+    weight = check.class_weight(weight, num_classes, "weight", input.shape)
+    x = core.rows(input)
+    dtype = check.compute_dtype(input.dtype)
+    w = core.class_weights_or_ones(weight, num_classes, dtype, input.device)
+    if check.is_probability_target(target):
+        if ignore_index != -100:
+            raise ValueError(
+                f"ignore_index is not supported with probability targets (floating "
+                f"target), got ignore_index={ignore_index}; expected the default -100"
+            )
+        check.probability_target_shape(target, input.shape, axis)
+        check.warn_if_probabilities(x)
+        t = core.rows(target).to(dtype)
+        if eps:
+            t = (1.0 - eps) * t + eps / num_classes
+        losses = -((torch.log_softmax(x.to(dtype), dim=-1) * t) @ w)
+        return core.reduce(losses, None, reduction, shape, process_group).to(input.dtype)
+    check.target_shape(target, shape, "the input's shape without the class axis")
+    check.class_target_range(target, num_classes, ignore_index)
+    check.warn_if_probabilities(x)
+    valid, y, w_y = core.class_terms(target.reshape(-1), w, num_classes, ignore_index)
+    losses, _, _ = _ClassCrossEntropy.apply(x, y, valid, w_y, w, eps)
+    return core.reduce(losses, w_y, reduction, shape, process_group).to(input.dtype)
+
+
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+             reduction="mean", *, process_group=None):
+    r"""Weighted negative log-likelihood of log-probabilities at class indices.
+
+    [NLL-ELEM] ``l_i = -w[y_i] * input[i, y_i]`` for valid elements and exactly 0 for
+    ignored ones; ``"mean"`` divides by the weights of the valid targets [CE-MEAN].
+    Targets, weights, ``ignore_index`` and errors as in :func:`cross_entropy`.
+    """
+    input = check.floating(input, "input")
+    reduction = check.reduction(size_average, reduce, reduction)
+    ignore_index = check.ignore_index(ignore_index)
+    axis = check.class_axis(input, "input")
+    check.tensor(target, "target")
+    check.class_indices(target, "nll_loss")
+    num_classes, shape = input.shape[axis], check.without_axis(input.shape, axis)
+    weight = check.class_weight(weight, num_classes, "weight", input.shape)
+    check.target_shape(target, shape, "the input's shape without the class axis")
+    check.class_target_range(target, num_classes, ignore_index)
+    dtype = check.compute_dtype(input.dtype)
+    w = core.class_weights_or_ones(weight, num_classes, dtype, input.device)
+    valid, y, w_y = core.class_terms(target.reshape(-1), w, num_classes, ignore_index)
+    picked = core.rows(input).to(dtype).gather(1, y[:, None])[:, 0]
+    bad = torch.isnan(w_y)  # an out-of-range target under torch.compile [TRACE-TARGET-RANGE]
+    losses = torch.where(valid, -w_y * picked, 0.0) + core.nan_rows(bad, core.rows(input))
+    return core.reduce(losses, w_y, reduction, shape, process_group).to(input.dtype)
+
+
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
+                         reduction="mean", *, process_group=None):
+    r"""Binary cross-entropy of probabilities in ``[0, 1]``.
+
+    [BCE-ELEM] [BCE-CLAMP]::
+
+        l = -w * (y * max(log p, -100) + (1 - y) * max(log(1 - p), -100))
+
+    ``weight`` broadcasts to the input [BCE-WEIGHT]; ``"mean"`` divides by the number of
+    elements [BCE-MEAN]; the gradient is ``w (p - y) / max(p (1 - p), 1e-12)``
+    [GRAD-BCE]. ``target`` may have any real dtype [BCE-TARGET].
+    """
+    input = check.floating(input, "input")
+    reduction = check.reduction(size_average, reduce, reduction)
+    target = check.binary_target(target, input.shape)
+    weight = check.broadcastable(weight, "weight", input.shape)
+    check.unit_interval(input, "input")
+    check.unit_interval(target, "target")
+    dtype = check.compute_dtype(input.dtype)
+    w = torch.ones((), dtype=dtype, device=input.device) if weight is None else weight.to(dtype)
+    losses, _ = _BinaryCrossEntropy.apply(input.to(dtype), target.to(dtype),
+                                          w.expand(input.shape))
+    return core.reduce(losses, None, reduction, input.shape, process_group).to(input.dtype)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None,
+                                     reduce=None, reduction="mean", pos_weight=None, *,
+                                     process_group=None):
+    r"""Binary cross-entropy of logits, with an optional weight for positives.
+
+    [BCEL-ELEM] with ``q = 1 + (pos_weight - 1) * y``::
+
+        l = w * ((1 - y) * x - q * log_sigmoid(x))
+
+    ``pos_weight`` broadcasts against the last dimension, one weight per label for
+    ``(N, C)`` multi-label logits [BCEL-POS-WEIGHT]; ``"mean"`` divides by the number of
+    elements [BCEL-MEAN]; the gradient is ``w ((1 - y) - q sigmoid(-x))`` [GRAD-BCEL].
+    """
+    input = check.floating(input, "input")
+    reduction = check.reduction(size_average, reduce, reduction)
+    target = check.binary_target(target, input.shape)
+    weight = check.broadcastable(weight, "weight", input.shape)
+    pos_weight = check.broadcastable(pos_weight, "pos_weight", input.shape)
+    dtype = check.compute_dtype(input.dtype)
+    x, y = input.to(dtype), target.to(dtype)
+    q = 1.0 if pos_weight is None else 1.0 + (pos_weight.to(dtype) - 1.0) * y
+    losses = (1.0 - y) * x - q * F.logsigmoid(x)
+    if weight is not None:
+        losses = weight.to(dtype) * losses
+    return core.reduce(losses, None, reduction, input.shape, process_group).to(input.dtype)
+
+
+# ----------------------------------------------------------------------------------
+# Fused autograd functions.
+
+
+class _ClassCrossEntropy(torch.autograd.Function):
+    """Per-element [CE-ELEM] [CE-SMOOTH] on ``(M, C)`` rows, with [GRAD-CE] fused.
+
+    Forward: ``lp = log_softmax(x)`` (one kernel), ``-lp[i, y_i]`` gathered, the
+    smoothing term ``-(lp @ w)``. Saved for backward: ``lp``, the one logits-sized buffer.
+    Backward turns ``lp`` into the gradient in place (on a copy if the graph is kept)::
+
+        grad_i = a_i * exp(lp_i) - c_i * e_{y_i} - s_i * w,
+        c_i = ct_i (1-eps) w[y_i],  s_i = ct_i eps / C,  a_i = c_i + s_i W
+
+    with ``c_i = s_i = 0`` for ignored rows, whose log-probabilities were zeroed if they
+    were not finite [CE-IGNORE-NONFINITE]. ``c_i`` is formed first, so a zero-weight mean
+    (``ct = NaN``) gives NaN rows [EDGE-ZERO-WEIGHT-SUM].
+    """
+
+    @staticmethod
+    def forward(x, y, valid, w_y, w, eps):
+        lp = torch.log_softmax(x.to(w.dtype), dim=-1)
+        # An ignored row's non-finite logits have no influence: such a row is NaN in every
+        # entry (its max or its sum is not finite), and is zeroed.
+        poisoned = ~valid & torch.isnan(lp[:, 0])
+        if torch.compiler.is_compiling():
+            lp.masked_fill_(poisoned[:, None], 0.0)
+        elif poisoned.any():
+            lp[poisoned] = 0.0
+        nll = -lp.gather(1, y[:, None])[:, 0]
+        losses = (1.0 - eps) * w_y * nll
+        if eps:
+            losses = losses - (eps / x.shape[-1]) * (lp @ w)
+        return torch.where(valid, losses, 0.0), lp, nll
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, y, valid, w_y, w, eps = inputs
+        _, lp, nll = output
+        ctx.mark_non_differentiable(lp, nll)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(y, valid, w_y, w, lp, nll)
+        ctx.eps, ctx.input_dtype = eps, x.dtype
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, ct, _lp_ct, _nll_ct):
+        if ct is None:  # the losses did not reach the output
+            return None, None, None, None, None, None
+        y, valid, w_y, w, lp, nll = ctx.saved_tensors
+        eps, num_classes = ctx.eps, lp.shape[-1]
+        ct = ct.to(w.dtype)
+        c = torch.where(valid, ct * (1.0 - eps) * w_y, 0.0)
+        s = torch.where(valid, ct * (eps / num_classes), 0.0)
+        grad_w = None
+        if eps and ctx.needs_input_grad[4]:  # d/dw of the smoothing term: -lp weighted by s
+            grad_w = -(s @ torch.where(valid[:, None], lp, 0.0))
+        # The gradient is written over the log-probabilities, unless the graph is kept for
+        # another backward pass (retain_graph, gradcheck).
+        grad = lp.clone() if core.graph_is_kept() else lp
+        grad.exp_().mul_((c + s * w.sum())[:, None])
+        grad.scatter_add_(1, y[:, None], -c[:, None])
+        if eps:
+            grad.addr_(s, w, alpha=-1.0)
+        grad_w_y = torch.where(valid, ct * (1.0 - eps) * nll, 0.0)
+        return grad.to(ctx.input_dtype), None, None, grad_w_y, grad_w, None
+
+
+def _bce_logs(p):
+    """``max(log p, -100)`` and ``max(log(1 - p), -100)`` [BCE-CLAMP]."""
+    return (torch.log(p).clamp_min_(BCE_LOG_CLAMP),
+            torch.rsub(p, 1.0).log_().clamp_min_(BCE_LOG_CLAMP))
+
+
+def _bce_per_weight(p, y):
+    """``-(y max(log p, -100) + (1 - y) max(log(1 - p), -100))`` [BCE-ELEM]."""
+    log_p, log_1mp = _bce_logs(p)
+    return log_p.mul_(y).add_(log_1mp.mul_(torch.rsub(y, 1.0))).neg_()
+
+
+class _BinaryCrossEntropy(torch.autograd.Function):
+    """Per-element [BCE-ELEM] [BCE-CLAMP] with [GRAD-BCE]'s guarded gradient. Only the
+    inputs and a mask are saved; the backward pass recomputes the logarithms if the
+    weight or the target needs a gradient."""
+
+    @staticmethod
+    def forward(p, y, w):
+        bad = ~((p >= 0) & (p <= 1) & (y >= 0) & (y <= 1))  # under torch.compile only
+        return _bce_per_weight(p, y).mul_(w).masked_fill_(bad, torch.nan), bad
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        p, y, w = inputs
+        _, bad = output
+        ctx.mark_non_differentiable(bad)
+        ctx.save_for_backward(p, y, w, bad)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, ct, _):
+        p, y, w, bad = ctx.saved_tensors
+        denominator = torch.rsub(p, 1.0).mul_(p).clamp_min_(BCE_GRAD_EPS)
+        grad_p = torch.sub(p, y).div_(denominator).mul_(w).mul_(ct)
+        grad_p.masked_fill_(bad, torch.nan)
+        grad_w = _bce_per_weight(p, y).mul_(ct) if ctx.needs_input_grad[2] else None
+        grad_y = None
+        if ctx.needs_input_grad[1]:  # -w log-odds
+            log_p, log_1mp = _bce_logs(p)
+            grad_y = log_p.sub_(log_1mp).mul_(w).mul_(ct).neg_()
+        return grad_p, grad_y, grad_w
