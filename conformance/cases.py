@@ -902,9 +902,6 @@ def focal() -> Iterator[Definition]:
                 "target", input=np.array([[0.5, -1.0], [2.0, 0.0]]), target=np.array([1, 2]))
 
 
-SHARDED = ("input", "target")
-
-
 def sharded(case_id, loss, clauses, shards, dtypes=ALL, **args) -> Definition:
     """A data-parallel case [DP-GLOBAL]: input and target stacked shard by shard."""
     d = value(case_id, loss, ["DP-GLOBAL", "DP-AXIS", "DP-PROCESS-GROUP", *clauses], dtypes,
@@ -1157,9 +1154,6 @@ def definitions() -> list[Definition]:
 
 # ----------------------------------------------------------------------------------
 # Definitions -> golden cases, through the reference.
-
-_ERRORS = {"ValueError": ValueError, "TypeError": TypeError}
-
 
 def _call(fn, args, **extra):
     with warnings.catch_warnings(record=True) as caught:
