@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from conformance.adapters import Outcome, split_args, to_host
+from conformance.adapters.runners import enable_x64
 from conformance.golden import Case
 
 
@@ -37,7 +38,7 @@ def jitted_value_and_grad(losses: Mapping[str, Callable]) -> Callable:
 def call(run: Callable, case: Case, dtype: str, /, **static) -> Outcome:
     """Run ``case`` in ``dtype`` through ``run`` (from :func:`jitted_value_and_grad`);
     ``static`` adds hashable keyword arguments to the case's own."""
-    with jax.enable_x64(dtype == "float64"):
+    with enable_x64(dtype == "float64"):
         args = split_args(case, dtype, to_host)
         arrays = {k: v for k, v in args.items() if isinstance(v, np.ndarray)}
         static.update((k, v) for k, v in args.items() if not isinstance(v, np.ndarray))

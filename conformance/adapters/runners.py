@@ -80,13 +80,23 @@ def jax_modes(case: Case) -> tuple[str, ...]:
     return ("traced",)
 
 
+def enable_x64(on: bool):
+    """``jax.enable_x64`` (JAX >= 0.7), or its older home ``jax.experimental``."""
+    import jax
+
+    switch = getattr(jax, "enable_x64", None)
+    if switch is None:
+        from jax.experimental import enable_x64 as switch
+    return switch(on)
+
+
 def run_jax(fn, case: Case, dtype: str, traced: bool, layout: str = "channels_last"):
     """Call ``fn`` (JAX, spec argument names, the first one positional) on the case, with
     the VJP for every argument the case has gradients for; under ``jax.jit`` if traced."""
     import jax
     import jax.numpy as jnp
 
-    with jax.enable_x64(True):
+    with enable_x64(True):
         args = split_args(case, dtype, to_host)
         restore = lambda g: g  # noqa: E731
         if layout == "channels_last":
