@@ -83,7 +83,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     check.class_target_range(target, num_classes, ignore_index)
     check.warn_if_probabilities(x)
     valid, y, w_y = core.class_terms(target.reshape(-1), w, num_classes, ignore_index)
-    losses, _ = _ClassCrossEntropy.apply(x, y, valid, w_y, w, eps)
+    fused = _ClassCrossEntropy if torch.compiler.is_compiling() else _ClassCrossEntropyWithJvp
+    losses, _ = fused.apply(x, y, valid, w_y, w, eps)
     return core.reduce(losses, w_y, reduction, shape, process_group, valid).to(input.dtype)
 
 
@@ -136,8 +137,9 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     check.unit_interval(target, "target")
     dtype = check.compute_dtype(input.dtype)
     w = torch.ones((), dtype=dtype, device=input.device) if weight is None else weight.to(dtype)
-    losses, _ = _BinaryCrossEntropy.apply(input.to(dtype), target.to(dtype),
-                                          w.expand(input.shape))
+    fused = (_BinaryCrossEntropy if torch.compiler.is_compiling()
+             else _BinaryCrossEntropyWithJvp)
+    losses, _ = fused.apply(input.to(dtype), target.to(dtype), w.expand(input.shape))
     return core.reduce(losses, None, reduction, input.shape, process_group).to(input.dtype)
 
 
@@ -191,8 +193,8 @@ class _ClassCrossEntropy(torch.autograd.Function):
     backward is log-softmax's. When the gradient itself must be differentiable
     (``create_graph=True``, or a torch.func transform), the backward pass writes the same
     formula out of place in terms of ``lp``, so autograd differentiates it through ``lp``
-    back to ``x`` [HVP-CE]. ``jvp`` gives forward mode [JVP], and the vmap rule is
-    generated from these methods.
+    back to ``x`` [HVP-CE]. The subclass's ``jvp`` gives forward mode [JVP], and the vmap
+    rule is generated from these methods.
     """
 
     generate_vmap_rule = True
@@ -256,6 +258,11 @@ class _ClassCrossEntropy(torch.autograd.Function):
         grad = None if grad is None else grad.to(ctx.input_dtype)
         return grad, None, None, grad_w_y, grad_w, None
 
+
+class _ClassCrossEntropyWithJvp(_ClassCrossEntropy):
+    """:class:`_ClassCrossEntropy` with forward mode; torch.compile (which cannot trace a
+    custom ``jvp``) uses the base class."""
+
     @staticmethod
     def jvp(ctx, x_t, _y_t, _valid_t, w_y_t, w_t, _eps_t):
         """[JVP]: ``dlp = t - <p, t>`` per row; the losses' tangent follows [CE-ELEM]."""
@@ -304,8 +311,8 @@ class _BinaryCrossEntropy(torch.autograd.Function):
     weight or the target needs a gradient.
 
     The backward formula is differentiable, so double backward gives the derivative of
-    the guarded gradient [HVP-BCE]; ``jvp`` goes through the same held denominator [JVP];
-    the vmap rule is generated.
+    the guarded gradient [HVP-BCE]; the subclass's ``jvp`` goes through the same held
+    denominator [JVP]; the vmap rule is generated.
     """
 
     generate_vmap_rule = True
@@ -338,6 +345,11 @@ class _BinaryCrossEntropy(torch.autograd.Function):
             log_p, log_1mp = _bce_logs(p)
             grad_y = -(log_p - log_1mp) * w * ct
         return grad_p, grad_y, grad_w
+
+
+class _BinaryCrossEntropyWithJvp(_BinaryCrossEntropy):
+    """:class:`_BinaryCrossEntropy` with forward mode; torch.compile (which cannot trace a
+    custom ``jvp``) uses the base class."""
 
     @staticmethod
     def jvp(ctx, p_t, y_t, w_t):
