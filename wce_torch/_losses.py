@@ -320,8 +320,9 @@ class _BinaryCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(p, y, w):
         bad = ~((p >= 0) & (p <= 1) & (y >= 0) & (y <= 1))  # under torch.compile only
-        in_place = not core.traced()
-        return _bce_per_weight(p, y, in_place).mul(w).masked_fill_(bad, torch.nan), bad
+        if core.traced():  # vmap may batch y or w and not p: out of place
+            return (_bce_per_weight(p, y, False) * w).masked_fill(bad, torch.nan), bad
+        return _bce_per_weight(p, y).mul_(w).masked_fill_(bad, torch.nan), bad
 
     @staticmethod
     def setup_context(ctx, inputs, output):
