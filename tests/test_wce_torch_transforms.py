@@ -174,6 +174,25 @@ def test_a_second_derivative_is_not_zero():
     torch.testing.assert_close(h, want, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("loss", ["cross_entropy", "binary_cross_entropy_with_logits"])
+def test_a_gradient_norm_penalty_trains_as_with_torch(loss):
+    """Issue 16's case: loss + |d loss / d logits|^2, backpropagated to a layer's weight
+    in one pass that reaches the fused function twice (first and second order)."""
+    x, y = _randn(8, 5), torch.tensor([0, 4, 2, 2, 1, 3, 0, 4])
+    if loss != "cross_entropy":
+        y = (_randn(8, 5) > 0).double()
+    layer = torch.nn.Linear(5, 5).double()
+    grads = []
+    for f in (getattr(wce_torch, loss), getattr(TF, loss)):
+        layer.zero_grad()
+        z = layer(x)
+        value = f(z, y)
+        (g,) = torch.autograd.grad(value, z, create_graph=True)
+        (value + g.pow(2).sum()).backward()
+        grads.append(layer.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-14)
+
+
 # ----------------------------------------------------------------------------------
 # torch.func: per-sample gradients, Jacobians and Hessians, against torch.nn.functional.
 

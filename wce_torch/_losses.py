@@ -245,8 +245,9 @@ class _ClassCrossEntropy(torch.autograd.Function):
                     grad = grad - s[:, None] * w
             else:
                 # The gradient is written over the log-probabilities, unless the graph is
-                # kept for another backward pass (retain_graph, gradcheck).
-                grad = lp.clone() if core.graph_is_kept() else lp
+                # kept for another backward pass (retain_graph, gradcheck) or they are
+                # still needed below (a second-order pass reaching lp too).
+                grad = lp.clone() if core.graph_is_kept() or lp_ct is not None else lp
                 grad.exp_().mul_((c + s * w.sum())[:, None])
                 grad.scatter_add_(1, y[:, None], -c[:, None])
                 if eps:
