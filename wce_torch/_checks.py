@@ -1,8 +1,9 @@
 """Argument checks for wce_torch (spec section 10).
 
-Every check runs in eager calls. Under ``torch.compile`` the checks that look at tensor
-values (target range, probabilities in [0, 1], the softmax-input warning) are skipped,
-since they would break the graph; the losses then follow spec section 11: an
+Every check runs in eager calls. Under ``torch.compile`` and the torch.func transforms
+(``vmap``, ``grad``, ``jvp``, ...) the checks that look at tensor values (target range,
+probabilities in [0, 1], the softmax-input warning) are skipped, since they would break
+the graph or the transform; the losses then follow spec section 11: an
 out-of-range target gives NaN, never another class.
 """
 
@@ -13,6 +14,8 @@ import warnings
 
 import torch
 
+from wce_torch import _core as core
+
 REDUCTIONS = ("none", "mean", "sum")
 PROBABILITY_ATOL = 1e-6  # [WARN-PROBABILITY-INPUT]
 
@@ -22,8 +25,9 @@ class ProbabilityInputWarning(UserWarning):
 
 
 def values_visible() -> bool:
-    """False while torch.compile traces: value checks would cost a graph break."""
-    return not torch.compiler.is_compiling()
+    """False while torch.compile traces or a torch.func transform runs: value checks
+    would cost a graph break, or break the transform."""
+    return not core.traced()
 
 
 def reduction(size_average, reduce, reduction: str) -> str:

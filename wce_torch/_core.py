@@ -1,6 +1,7 @@
 """Row machinery shared by wce_torch's losses: class terms, weight casting, reduction,
-the collectives of data parallelism [DP-PROCESS-GROUP], and the autograd engine's
-retain-graph flag.
+the collectives of data parallelism [DP-PROCESS-GROUP], the autograd engine's
+retain-graph flag, whether a higher derivative or a transform is at work (spec section
+18), and torch's autocast policy.
 
 Every loss module imports these by their public names; the mirror of this file is
 wce_jax/_core.py.
@@ -8,7 +9,10 @@ wce_jax/_core.py.
 
 from __future__ import annotations
 
+import functools
+
 import torch
+import torch.autograd.forward_ad as forward_ad
 
 
 def rows(a: torch.Tensor) -> torch.Tensor:
@@ -44,17 +48,21 @@ def class_terms(target, w, num_classes, ignore_index):
 
 def nan_rows(bad, rows):
     """0, or NaN with a NaN gradient for every entry of a bad row [TRACE-TARGET-RANGE]."""
-    if torch.compiler.is_compiling() or bad.any():
-        return torch.where(bad, rows.sum(dim=-1) * torch.nan, 0.0)
+    if traced() or bad.any():
+        # (not where(bad, rows.sum() * nan, 0): its gradient is 0 * nan on good rows)
+        return torch.where(bad[:, None], rows, 0.0).sum(dim=-1) * torch.where(bad, torch.nan,
+                                                                               0.0)
     return 0.0
 
 
-def reduce(losses, target_weights, reduction, shape, process_group=None):
+def reduce(losses, target_weights, reduction, shape, process_group=None, valid=None):
     """[CE-NONE] [CE-SUM] [CE-MEAN]; ``target_weights=None`` means the plain mean.
 
     A mean over zero weight is undefined: it divides by NaN, so its gradient is NaN for
     valid elements and exactly zero for ignored ones [EDGE-ZERO-WEIGHT-SUM]
     [EDGE-ALL-IGNORED] [EDGE-EMPTY]. With a ``process_group``: [DP-PROCESS-GROUP].
+    With the ``valid`` mask of class targets, a mean whose targets are all ignored is NaN
+    with a tangent of 0, not the ``0/0`` of forward mode [JVP].
     """
     if reduction == "none":
         return losses.reshape(shape)
@@ -65,6 +73,10 @@ def reduce(losses, target_weights, reduction, shape, process_group=None):
         return global_total(total, count, reduction, process_group)
     if reduction == "sum":
         return total
+    if valid is not None and valid.numel():  # all ignored: 0 / 1 + NaN, whose tangent is 0
+        some = valid.any()
+        return (total / torch.where(some, torch.where(count == 0, torch.nan, count), 1.0)
+                + torch.where(some, 0.0, torch.nan).to(total.dtype))
     return total / torch.where(count == 0, torch.nan, count)
 
 
@@ -96,6 +108,39 @@ def all_reduced(value, group):
     return value
 
 
+def traced() -> bool:
+    """Whether values cannot be looked at: torch.compile traces, or a torch.func transform
+    (``vmap``, ``grad``, ``jvp``, ``jacrev``, ...) is active, where data-dependent Python
+    control flow would break the transform."""
+    return torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+
+
+def higher_order(*tensors) -> bool:
+    """Whether this call must be differentiable beyond the fused first-order gradient:
+    a torch.func transform is active, or an argument carries a forward-mode tangent
+    (``torch.autograd.forward_ad``) [JVP]. Double backward is decided later, in the
+    backward pass, by ``torch.is_grad_enabled()`` (``create_graph=True``)."""
+    return traced() or any(t is not None and forward_ad.unpack_dual(t).tangent is not None
+                           for t in tensors)
+
+
+def refuse_forward_over_forward(loss: str) -> None:
+    """Raise inside a fused loss's ``jvp`` when forward mode is nested in forward mode
+    (``jacfwd(jacfwd(f))``, ``jvp`` of ``jvp``): torch differentiates a custom ``jvp``
+    only once, and the second-order tangent would come back as zeros. ``hessian``
+    (``jacfwd(jacrev)``), ``jacrev(jacrev)``, ``jvp`` of ``grad`` and double backward
+    are supported."""
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    levels = [i for i in retrieve_all_functorch_interpreters()
+              if i.key() == torch._C._functorch.TransformType.Jvp]
+    if len(levels) > 1:
+        raise NotImplementedError(
+            f"wce_torch.{loss}: forward mode over forward mode (jacfwd(jacfwd(...)), jvp "
+            f"of jvp) is not supported; use torch.func.hessian (jacfwd over jacrev), "
+            f"jacrev(jacrev(...)) or jvp of grad for second derivatives")
+
+
 def graph_is_kept() -> bool:
     """Whether the running backward pass keeps the graph (``retain_graph=True``).
 
@@ -109,3 +154,55 @@ def graph_is_kept() -> bool:
         return bool(torch._C._autograd._get_current_graph_task_keep_graph())
     except (AttributeError, RuntimeError):
         return True
+
+
+def _autocast_device(tensor):
+    """The device type of ``tensor`` if autocast is enabled for it, else None."""
+    if not isinstance(tensor, torch.Tensor):
+        return None
+    try:
+        return tensor.device.type if torch.is_autocast_enabled(tensor.device.type) else None
+    except RuntimeError:  # a device type autocast does not know
+        return None
+
+
+def _cast(tensor, dtype):
+    half = tensor.is_floating_point() and tensor.dtype in (torch.float16, torch.bfloat16,
+                                                             torch.float32)
+    return tensor.to(dtype) if half else tensor
+
+
+def autocast_float32(loss):
+    """torch's autocast policy for the losses on its float32 list (cross_entropy,
+    nll_loss, the binary losses): inside ``torch.autocast`` a half-precision ``input`` is
+    cast to float32, the loss runs with autocast off and returns float32, as
+    ``torch.nn.functional`` does. Outside autocast it changes nothing."""
+
+    @functools.wraps(loss)
+    def wrapper(input, *args, **kwargs):
+        device = _autocast_device(input)
+        if device is None:
+            return loss(input, *args, **kwargs)
+        with torch.autocast(device, enabled=False):
+            return loss(_cast(input, torch.float32), *args, **kwargs)
+
+    return wrapper
+
+
+def autocast_matmul(loss):
+    """torch's autocast policy for a matrix product followed by a float32-list loss (what
+    ``F.cross_entropy(F.linear(hidden, weight), ...)`` does inside ``torch.autocast``):
+    ``hidden`` and ``weight`` are rounded to the autocast dtype, the products accumulate in
+    float32 and the loss is float32."""
+
+    @functools.wraps(loss)
+    def wrapper(hidden, weight, *args, **kwargs):
+        device = _autocast_device(hidden)
+        if device is None:
+            return loss(hidden, weight, *args, **kwargs)
+        dtype = torch.get_autocast_dtype(device)
+        with torch.autocast(device, enabled=False):
+            return loss(_cast(_cast(hidden, dtype), torch.float32),
+                        _cast(_cast(weight, dtype), torch.float32), *args, **kwargs)
+
+    return wrapper

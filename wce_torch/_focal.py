@@ -9,6 +9,7 @@ from wce_torch import _checks as check
 from wce_torch import _core as core
 
 
+@core.autocast_float32
 def sigmoid_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="none", *,
                        process_group=None):
     r"""RetinaNet's focal loss, with ``torchvision.ops.sigmoid_focal_loss``'s semantics.
@@ -37,6 +38,7 @@ def sigmoid_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="none", *
     return core.reduce(losses, None, reduction, input.shape, process_group).to(input.dtype)
 
 
+@core.autocast_float32
 def softmax_focal_loss(input, target, alpha=None, gamma=2.0, ignore_index=-100,
                        reduction="mean", *, process_group=None):
     r"""Multi-class focal loss with per-class weights, reduced like the weighted
@@ -65,7 +67,7 @@ def softmax_focal_loss(input, target, alpha=None, gamma=2.0, ignore_index=-100,
     lp_y = torch.log_softmax(x, dim=-1).gather(1, y[:, None])[:, 0]
     u = -torch.expm1(lp_y)  # 1 - p_y without cancellation
     losses = torch.where(valid, w_y * _modulating(u, gamma) * -lp_y, 0.0)
-    return core.reduce(losses, w_y, reduction, shape, process_group).to(input.dtype)
+    return core.reduce(losses, w_y, reduction, shape, process_group, valid).to(input.dtype)
 
 
 def _modulating(u, gamma):

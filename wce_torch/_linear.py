@@ -7,6 +7,11 @@ chunk, as for the unfused loss); for ``"none"`` the backward pass recomputes eac
 chunk's logits with the per-row upstream gradient (four). When no gradient is needed
 (``torch.no_grad()``, or neither ``hidden`` nor ``weight`` requires one), only the
 losses are computed: one product per chunk and no gradient buffers.
+
+Higher derivatives (spec section 18, [HVP-LCE]): under a torch.func transform or with a
+forward-mode tangent the loss is computed by plain differentiable operations on the
+whole ``(rows, V)`` logits; with ``create_graph=True`` the backward pass recomputes it
+that way and differentiates it. Only the first-order path is chunked.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from wce_torch import _core as core
 CHUNK_LOGITS = 2 ** 24
 
 
+@core.autocast_matmul
 def linear_cross_entropy(hidden, weight, target, *, class_weight=None, ignore_index=-100,
                          reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
                          chunk_size=None, process_group=None):
@@ -38,7 +44,9 @@ def linear_cross_entropy(hidden, weight, target, *, class_weight=None, ignore_in
     precision inputs are multiplied in float32. Without a gradient to compute (under
     ``torch.no_grad()``, or a frozen layer) one product a chunk is all it costs.
     ``process_group`` as in
-    :func:`wce_torch.cross_entropy` [DP-PROCESS-GROUP].
+    :func:`wce_torch.cross_entropy` [DP-PROCESS-GROUP]. Inside ``torch.autocast``,
+    ``hidden`` and ``weight`` are cast to the autocast dtype (as the unfused
+    ``F.linear`` would be) and the loss is float32.
     """
     hidden = check.floating(hidden, "hidden")
     weight = check.floating(weight, "weight")
@@ -62,6 +70,9 @@ def linear_cross_entropy(hidden, weight, target, *, class_weight=None, ignore_in
     # Forward only (torch.no_grad, or a frozen layer and frozen inputs): one product a
     # chunk and no gradient buffers; the losses are the same numbers either way.
     forward_only = not (torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad))
+    if core.higher_order(h, weight) and process_group is None:
+        losses = _differentiable_rows(h, weight, y, valid, w_y, w, options)
+        return core.reduce(losses, w_y, reduction, target.shape, None, valid).to(hidden.dtype)
     if reduction == "none":
         losses = (_run(h, weight, y, valid, w_y, w, None, options)[0] if forward_only
                   else _Rows.apply(h, weight, y, valid, w_y, w, options))
@@ -138,6 +149,29 @@ def _chunk_terms(h, weight, y, valid, w_y, w, r, options, d_hidden=None, d_weigh
     return losses
 
 
+def _differentiable_rows(h, weight, y, valid, w_y, w, options):
+    """[LCE-ELEM] per row in plain operations on the whole logits, for higher derivatives
+    [HVP-LCE] [JVP]: autograd differentiates it as often as asked."""
+    z = h.to(w.dtype) @ weight.to(w.dtype).T
+    if options.softcap is not None:  # [LCE-SOFTCAP]
+        z = options.softcap * torch.tanh(z / options.softcap)
+    lse = torch.logsumexp(z, dim=-1)
+    lp = z - lse[:, None]
+    losses = (1.0 - options.eps) * w_y * -lp.gather(1, y[:, None])[:, 0]
+    if options.eps:
+        losses = losses - (options.eps / weight.shape[0]) * (lp @ w)
+    if options.z_loss:
+        losses = losses + options.z_loss * w_y * lse ** 2  # [LCE-ZLOSS]
+    return torch.where(valid, losses, 0.0)
+
+
+def _differentiable_grads(ctx, ct, total):
+    """The gradients of ``total(h, weight)`` times ``ct``, as a graph (``create_graph``)."""
+    inputs = [t for t, needed in zip(ctx.h_weight, ctx.needs_input_grad[:2]) if needed]
+    grads = iter(torch.autograd.grad(total, inputs, ct, create_graph=True, allow_unused=True))
+    return [next(grads) if needed else None for needed in ctx.needs_input_grad[:2]]
+
+
 def _run(h, weight, y, valid, w_y, w, r, options):
     """Losses over all chunks; with ``r``, also d hidden and d weight in ``w``'s dtype."""
     d_hidden = d_weight = None
@@ -167,17 +201,24 @@ class _ScaledTotal(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
+        h, weight, y, valid, w_y, w, scale, options = inputs
         _, d_hidden, d_weight = output
         ctx.mark_non_differentiable(d_hidden, d_weight)
         ctx.set_materialize_grads(False)  # no zero-filled (V, D) for the gradients' slots
-        ctx.save_for_backward(d_hidden, d_weight)
+        # h and weight are kept (references, no copy) for a double backward [HVP-LCE].
+        ctx.save_for_backward(d_hidden, d_weight, h, weight, y, valid, w_y, w, scale)
+        ctx.options = options
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, ct, _d_hidden_ct, _d_weight_ct):
         if ct is None:  # the total did not reach the output
             return None, None, None, None, None, None, None, None
-        d_hidden, d_weight = ctx.saved_tensors
+        d_hidden, d_weight, h, weight, y, valid, w_y, w, scale = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient
+            ctx.h_weight = (h, weight)
+            total = scale * _differentiable_rows(h, weight, y, valid, w_y, w,
+                                                 ctx.options).sum()
+            return (*_differentiable_grads(ctx, ct, total), None, None, None, None, None, None)
         if not core.graph_is_kept():  # scale in place: no second (V, D) buffer at the peak
             d_hidden, d_weight = d_hidden.mul_(ct), d_weight.mul_(ct)
         else:
@@ -200,9 +241,12 @@ class _Rows(torch.autograd.Function):
         ctx.options = options
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, ct):
         h, weight, y, valid, w_y, w = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient
+            ctx.h_weight = (h, weight)
+            losses = _differentiable_rows(h, weight, y, valid, w_y, w, ctx.options)
+            return (*_differentiable_grads(ctx, ct, losses), None, None, None, None, None)
         _, d_hidden, d_weight = _run(h, weight, y, valid, w_y, w, ct.to(w.dtype),
                                      ctx.options)
         return d_hidden.to(h.dtype), d_weight.to(weight.dtype), None, None, None, None, None

@@ -31,6 +31,7 @@ BCE_GRAD_EPS = 9.999999960041972e-13
 BCE_LOG_CLAMP = -100.0  # [BCE-CLAMP]
 
 
+@core.autocast_float32
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100,
                   reduce=None, reduction="mean", label_smoothing=0.0, *, process_group=None):
     r"""Weighted softmax cross-entropy with class indices or class probabilities.
@@ -82,10 +83,12 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     check.class_target_range(target, num_classes, ignore_index)
     check.warn_if_probabilities(x)
     valid, y, w_y = core.class_terms(target.reshape(-1), w, num_classes, ignore_index)
-    losses, _, _ = _ClassCrossEntropy.apply(x, y, valid, w_y, w, eps)
-    return core.reduce(losses, w_y, reduction, shape, process_group).to(input.dtype)
+    fused = _ClassCrossEntropy if torch.compiler.is_compiling() else _ClassCrossEntropyWithJvp
+    losses, _ = fused.apply(x, y, valid, w_y, w, eps)
+    return core.reduce(losses, w_y, reduction, shape, process_group, valid).to(input.dtype)
 
 
+@core.autocast_float32
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
              reduction="mean", *, process_group=None):
     r"""Weighted negative log-likelihood of log-probabilities at class indices.
@@ -110,9 +113,10 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     picked = core.rows(input).to(dtype).gather(1, y[:, None])[:, 0]
     bad = torch.isnan(w_y)  # an out-of-range target under torch.compile [TRACE-TARGET-RANGE]
     losses = torch.where(valid, -w_y * picked, 0.0) + core.nan_rows(bad, core.rows(input))
-    return core.reduce(losses, w_y, reduction, shape, process_group).to(input.dtype)
+    return core.reduce(losses, w_y, reduction, shape, process_group, valid).to(input.dtype)
 
 
+@core.autocast_float32
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
                          reduction="mean", *, process_group=None):
     r"""Binary cross-entropy of probabilities in ``[0, 1]``.
@@ -133,11 +137,13 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     check.unit_interval(target, "target")
     dtype = check.compute_dtype(input.dtype)
     w = torch.ones((), dtype=dtype, device=input.device) if weight is None else weight.to(dtype)
-    losses, _ = _BinaryCrossEntropy.apply(input.to(dtype), target.to(dtype),
-                                          w.expand(input.shape))
+    fused = (_BinaryCrossEntropy if torch.compiler.is_compiling()
+             else _BinaryCrossEntropyWithJvp)
+    losses, _ = fused.apply(input.to(dtype), target.to(dtype), w.expand(input.shape))
     return core.reduce(losses, None, reduction, input.shape, process_group).to(input.dtype)
 
 
+@core.autocast_float32
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None,
                                      reduce=None, reduction="mean", pos_weight=None, *,
                                      process_group=None):
@@ -182,7 +188,16 @@ class _ClassCrossEntropy(torch.autograd.Function):
     with ``c_i = s_i = 0`` for ignored rows, whose log-probabilities were zeroed if they
     were not finite [CE-IGNORE-NONFINITE]. ``c_i`` is formed first, so a zero-weight mean
     (``ct = NaN``) gives NaN rows [EDGE-ZERO-WEIGHT-SUM].
+
+    Higher derivatives (spec section 18): ``lp`` is also a differentiable output, whose
+    backward is log-softmax's. When the gradient itself must be differentiable
+    (``create_graph=True``, or a torch.func transform), the backward pass writes the same
+    formula out of place in terms of ``lp``, so autograd differentiates it through ``lp``
+    back to ``x`` [HVP-CE]. The subclass's ``jvp`` gives forward mode [JVP], and the vmap
+    rule is generated from these methods.
     """
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(x, y, valid, w_y, w, eps):
@@ -190,7 +205,7 @@ class _ClassCrossEntropy(torch.autograd.Function):
         # An ignored row's non-finite logits have no influence: such a row is NaN in every
         # entry (its max or its sum is not finite), and is zeroed.
         poisoned = ~valid & torch.isnan(lp[:, 0])
-        if torch.compiler.is_compiling():
+        if core.traced():
             lp.masked_fill_(poisoned[:, None], 0.0)
         elif poisoned.any():
             lp[poisoned] = 0.0
@@ -198,39 +213,75 @@ class _ClassCrossEntropy(torch.autograd.Function):
         losses = (1.0 - eps) * w_y * nll
         if eps:
             losses = losses - (eps / x.shape[-1]) * (lp @ w)
-        return torch.where(valid, losses, 0.0), lp, nll
+        return torch.where(valid, losses, 0.0), lp
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, y, valid, w_y, w, eps = inputs
-        _, lp, nll = output
-        ctx.mark_non_differentiable(lp, nll)
+        _, lp = output
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(y, valid, w_y, w, lp, nll)
+        ctx.save_for_backward(y, valid, w_y, w, lp)
+        ctx.save_for_forward(y, valid, w_y, w, lp)
         ctx.eps, ctx.input_dtype = eps, x.dtype
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, ct, _lp_ct, _nll_ct):
-        if ct is None:  # the losses did not reach the output
-            return None, None, None, None, None, None
-        y, valid, w_y, w, lp, nll = ctx.saved_tensors
+    def backward(ctx, ct, lp_ct):
+        y, valid, w_y, w, lp = ctx.saved_tensors
         eps, num_classes = ctx.eps, lp.shape[-1]
-        ct = ct.to(w.dtype)
-        c = torch.where(valid, ct * (1.0 - eps) * w_y, 0.0)
-        s = torch.where(valid, ct * (eps / num_classes), 0.0)
-        grad_w = None
-        if eps and ctx.needs_input_grad[4]:  # d/dw of the smoothing term: -lp weighted by s
-            grad_w = -(s @ torch.where(valid[:, None], lp, 0.0))
-        # The gradient is written over the log-probabilities, unless the graph is kept for
-        # another backward pass (retain_graph, gradcheck).
-        grad = lp.clone() if core.graph_is_kept() else lp
-        grad.exp_().mul_((c + s * w.sum())[:, None])
-        grad.scatter_add_(1, y[:, None], -c[:, None])
+        grad = grad_w_y = grad_w = None
+        differentiable = torch.is_grad_enabled() or core.traced()
+        if ct is not None:
+            ct = ct.to(w.dtype)
+            c = torch.where(valid, ct * (1.0 - eps) * w_y, 0.0)
+            s = torch.where(valid, ct * (eps / num_classes), 0.0)
+            if eps and ctx.needs_input_grad[4]:  # d/dw of the smoothing term: -lp weighted by s
+                grad_w = -(s @ torch.where(valid[:, None], lp, 0.0))
+            nll = -lp.gather(1, y[:, None])[:, 0]
+            grad_w_y = torch.where(valid, ct * (1.0 - eps) * nll, 0.0)
+            if differentiable:  # [GRAD-CE] out of place, differentiable through lp
+                grad = (c + s * w.sum())[:, None] * lp.exp()
+                grad = grad - torch.zeros_like(lp).scatter(1, y[:, None], c[:, None])
+                if eps:
+                    grad = grad - s[:, None] * w
+            else:
+                # The gradient is written over the log-probabilities, unless the graph is
+                # kept for another backward pass (retain_graph, gradcheck) or they are
+                # still needed below (a second-order pass reaching lp too).
+                grad = lp.clone() if core.graph_is_kept() or lp_ct is not None else lp
+                grad.exp_().mul_((c + s * w.sum())[:, None])
+                grad.scatter_add_(1, y[:, None], -c[:, None])
+                if eps:
+                    grad.addr_(s, w, alpha=-1.0)
+        if lp_ct is not None:  # log-softmax's backward, reached by higher derivatives only
+            lp_ct = torch.where(valid[:, None], lp_ct, 0.0)
+            from_lp = lp_ct - lp.exp() * lp_ct.sum(dim=-1, keepdim=True)
+            grad = from_lp if grad is None else grad + from_lp
+        grad = None if grad is None else grad.to(ctx.input_dtype)
+        return grad, None, None, grad_w_y, grad_w, None
+
+
+class _ClassCrossEntropyWithJvp(_ClassCrossEntropy):
+    """:class:`_ClassCrossEntropy` with forward mode; torch.compile (which cannot trace a
+    custom ``jvp``) uses the base class."""
+
+    @staticmethod
+    def jvp(ctx, x_t, _y_t, _valid_t, w_y_t, w_t, _eps_t):
+        """[JVP]: ``dlp = t - <p, t>`` per row; the losses' tangent follows [CE-ELEM]."""
+        core.refuse_forward_over_forward("cross_entropy")
+        y, valid, w_y, w, lp = ctx.saved_tensors
+        eps, num_classes = ctx.eps, lp.shape[-1]
+        dlp = torch.zeros_like(lp)
+        if x_t is not None:
+            x_t = torch.where(valid[:, None], x_t.to(lp.dtype), 0.0)
+            dlp = x_t - (lp.exp() * x_t).sum(dim=-1, keepdim=True)
+        dlosses = (1.0 - eps) * w_y * -dlp.gather(1, y[:, None])[:, 0]
         if eps:
-            grad.addr_(s, w, alpha=-1.0)
-        grad_w_y = torch.where(valid, ct * (1.0 - eps) * nll, 0.0)
-        return grad.to(ctx.input_dtype), None, None, grad_w_y, grad_w, None
+            dlosses = dlosses - (eps / num_classes) * (dlp @ w)
+        if w_y_t is not None:
+            dlosses = dlosses + (1.0 - eps) * w_y_t * -lp.gather(1, y[:, None])[:, 0]
+        if eps and w_t is not None:
+            dlosses = dlosses - (eps / num_classes) * (lp @ w_t)
+        return torch.where(valid, dlosses, 0.0), dlp
 
 
 def _bce_logs(p):
@@ -239,20 +290,39 @@ def _bce_logs(p):
             torch.rsub(p, 1.0).log_().clamp_min_(BCE_LOG_CLAMP))
 
 
-def _bce_per_weight(p, y):
-    """``-(y max(log p, -100) + (1 - y) max(log(1 - p), -100))`` [BCE-ELEM]."""
+def _bce_per_weight(p, y, in_place=True):
+    """``-(y max(log p, -100) + (1 - y) max(log(1 - p), -100))`` [BCE-ELEM]; in place on
+    its own temporaries unless it must be differentiable or batched by vmap."""
     log_p, log_1mp = _bce_logs(p)
-    return log_p.mul_(y).add_(log_1mp.mul_(torch.rsub(y, 1.0))).neg_()
+    if in_place:
+        return log_p.mul_(y).add_(log_1mp.mul_(torch.rsub(y, 1.0))).neg_()
+    return -(y * log_p + (1.0 - y) * log_1mp)
+
+
+def _bce_slope(p, y, in_place=False):
+    """``(p - y) / max(p (1 - p), eta)``: [GRAD-BCE] per unit weight and upstream."""
+    if in_place:
+        return torch.sub(p, y).div_(torch.rsub(p, 1.0).mul_(p).clamp_min_(BCE_GRAD_EPS))
+    return (p - y) / (p * (1.0 - p)).clamp_min(BCE_GRAD_EPS)
 
 
 class _BinaryCrossEntropy(torch.autograd.Function):
     """Per-element [BCE-ELEM] [BCE-CLAMP] with [GRAD-BCE]'s guarded gradient. Only the
     inputs and a mask are saved; the backward pass recomputes the logarithms if the
-    weight or the target needs a gradient."""
+    weight or the target needs a gradient.
+
+    The backward formula is differentiable, so double backward gives the derivative of
+    the guarded gradient [HVP-BCE]; the subclass's ``jvp`` goes through the same held
+    denominator [JVP]; the vmap rule is generated.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(p, y, w):
         bad = ~((p >= 0) & (p <= 1) & (y >= 0) & (y <= 1))  # under torch.compile only
+        if core.traced():  # vmap may batch y or w and not p: out of place
+            return (_bce_per_weight(p, y, False) * w).masked_fill(bad, torch.nan), bad
         return _bce_per_weight(p, y).mul_(w).masked_fill_(bad, torch.nan), bad
 
     @staticmethod
@@ -261,17 +331,39 @@ class _BinaryCrossEntropy(torch.autograd.Function):
         _, bad = output
         ctx.mark_non_differentiable(bad)
         ctx.save_for_backward(p, y, w, bad)
+        ctx.save_for_forward(p, y, w, bad)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, ct, _):
         p, y, w, bad = ctx.saved_tensors
-        denominator = torch.rsub(p, 1.0).mul_(p).clamp_min_(BCE_GRAD_EPS)
-        grad_p = torch.sub(p, y).div_(denominator).mul_(w).mul_(ct)
-        grad_p.masked_fill_(bad, torch.nan)
-        grad_w = _bce_per_weight(p, y).mul_(ct) if ctx.needs_input_grad[2] else None
+        in_place = not (torch.is_grad_enabled() or core.traced())  # else: differentiable
+        if in_place:
+            grad_p = _bce_slope(p, y, in_place).mul_(w).mul_(ct).masked_fill_(bad, torch.nan)
+        else:
+            grad_p = (_bce_slope(p, y) * w * ct).masked_fill(bad, torch.nan)
+        grad_w = _bce_per_weight(p, y, in_place) * ct if ctx.needs_input_grad[2] else None
         grad_y = None
         if ctx.needs_input_grad[1]:  # -w log-odds
             log_p, log_1mp = _bce_logs(p)
-            grad_y = log_p.sub_(log_1mp).mul_(w).mul_(ct).neg_()
+            grad_y = -(log_p - log_1mp) * w * ct
         return grad_p, grad_y, grad_w
+
+
+class _BinaryCrossEntropyWithJvp(_BinaryCrossEntropy):
+    """:class:`_BinaryCrossEntropy` with forward mode; torch.compile (which cannot trace a
+    custom ``jvp``) uses the base class."""
+
+    @staticmethod
+    def jvp(ctx, p_t, y_t, w_t):
+        """[JVP] through [GRAD-BCE]'s held denominator."""
+        core.refuse_forward_over_forward("binary_cross_entropy")
+        p, y, w, bad = ctx.saved_tensors
+        out = torch.zeros_like(p * w)
+        if p_t is not None:
+            out = out + _bce_slope(p, y) * w * p_t
+        if y_t is not None:
+            log_p, log_1mp = _bce_logs(p)
+            out = out - (log_p - log_1mp) * w * y_t
+        if w_t is not None:
+            out = out + _bce_per_weight(p, y, in_place=False) * w_t
+        return out.masked_fill(bad, torch.nan), None
