@@ -23,6 +23,7 @@ import wce_jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 ROWS, CLASSES, FEATURES = 16, 24, 5
+CE = os.environ.get("CP_SKIP_CE") is None
 MESHES = {"tp8": (1, 8), "tp2": (1, 2), "dp2xtp4": (2, 4)}
 
 
@@ -94,6 +95,40 @@ def cross_entropy_case(mesh, dp, reduction, eps, weighted, data, count=False):
     return errors, all_reduces(forward, params, weight, x, y, ct)
 
 
+def linear_case(mesh, dp, reduction, eps, z_loss, softcap, data, count=False):
+    x, y, params, weight, ct = data
+    data_axis = "dp" if dp > 1 else None
+
+    def loss(hidden, lm_head, class_weight, y, ct, **names):
+        out = wce_jax.linear_cross_entropy(
+            hidden, lm_head, y, class_weight=class_weight, reduction=reduction,
+            label_smoothing=eps, z_loss=z_loss, softcap=softcap, chunk_size=3, **names)
+        return (jnp.sum(out * ct), out) if reduction == "none" else (out, out)
+
+    grad = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
+    lm_head = params.T
+    (_, want), (want_h, want_l) = grad(x, lm_head, weight, y, ct)
+
+    rows = P("dp") if dp > 1 else P()
+
+    def sharded(*args):
+        (_, value), grads = grad(*args, axis_name=data_axis, class_axis_name="tp")
+        return value, grads
+
+    step = jax.jit(jax.shard_map(
+        sharded, mesh=mesh, in_specs=(rows, P("tp", None), P("tp"), rows, rows),
+        out_specs=(rows if reduction == "none" else P(), (rows, P("tp", None)))))
+    got, (got_h, got_l) = step(x, lm_head, weight, y, ct)
+    errors = [rel(got, want), rel(got_h, want_h), rel(got_l, want_l)]
+    if not count:
+        return errors
+    forward = jax.jit(jax.shard_map(
+        lambda *a: loss(*a, axis_name=data_axis, class_axis_name="tp")[1], mesh=mesh,
+        in_specs=(rows, P("tp", None), P("tp"), rows, rows),
+        out_specs=rows if reduction == "none" else P()))
+    return errors, all_reduces(forward, x, lm_head, weight, y, ct)
+
+
 def main():
     data = problem()
     out = {"devices": len(jax.devices()), "cross_entropy": {}, "all_reduces": {}}
@@ -101,14 +136,25 @@ def main():
     some = [("none", 0.1, True), ("sum", 0.0, False), ("mean", 0.1, True)]
     for name, (dp, tp) in MESHES.items():
         mesh = Mesh(np.array(jax.devices()[:dp * tp]).reshape(dp, tp), ("dp", "tp"))
-        for reduction, eps, weighted in every if dp > 1 else some:
+        for reduction, eps, weighted in (every if dp > 1 else some) if CE else ():
             key = f"{name}/{reduction}/eps={eps}/weighted={weighted}"
             out["cross_entropy"][key] = cross_entropy_case(mesh, dp, reduction, eps,
                                                            weighted, data)
+    out["linear_cross_entropy"] = {}
+    settings = [("mean", 0.1, 1e-2, None), ("none", 0.1, 1e-2, 30.0), ("sum", 0.0, 0.0, 30.0)]
+    for name, (dp, tp) in MESHES.items():
+        mesh = Mesh(np.array(jax.devices()[:dp * tp]).reshape(dp, tp), ("dp", "tp"))
+        for reduction, eps, z_loss, softcap in settings:
+            key = f"{name}/{reduction}/eps={eps}/z_loss={z_loss}/softcap={softcap}"
+            out["linear_cross_entropy"][key] = linear_case(mesh, dp, reduction, eps, z_loss,
+                                                           softcap, data)
     mesh = Mesh(np.array(jax.devices()).reshape(2, 4), ("dp", "tp"))
     for eps in (0.0, 0.1):  # the forward pass's all-reduces: class axis, then data axis
         _, count = cross_entropy_case(mesh, 2, "mean", eps, True, data, count=True)
         out["all_reduces"][f"cross_entropy/dp2xtp4/mean/eps={eps}"] = count
+    for reduction in ("none", "mean"):  # the scan's body counts once, for every chunk
+        _, count = linear_case(mesh, 2, reduction, 0.1, 1e-2, 30.0, data, count=True)
+        out["all_reduces"][f"linear_cross_entropy/dp2xtp4/{reduction}"] = count
     print(json.dumps(out))
 
 

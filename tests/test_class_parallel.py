@@ -41,3 +41,21 @@ def test_jax_class_sharded_cross_entropy_sends_two_row_all_reduces(jax_report):
     for case, counts in jax_report["all_reduces"].items():
         if case.startswith("cross_entropy/"):
             assert counts == {"4": 2, "2": 1}, (case, counts)
+
+
+def test_jax_class_sharded_linear_cross_entropy_equals_the_unsplit_loss(jax_report):
+    """[CP-LINEAR]: value, the full d hidden and the local rows of d weight."""
+    cases = jax_report["linear_cross_entropy"]
+    assert len(cases) == 3 * 3
+    for case, errors in cases.items():
+        assert max(errors) <= 1e-12, (case, errors)
+
+
+def test_jax_class_sharded_linear_cross_entropy_all_reduces(jax_report):
+    """[CP-COMM] of the forward pass: the target weights (with ``W``) once; per chunk
+    (the scan's body, counted once) pmax and the row statistics; for "mean", the
+    denominator and numerator over the data axis. (A gradient adds one psum of
+    d hidden over the class axis.)"""
+    counts = jax_report["all_reduces"]
+    assert counts["linear_cross_entropy/dp2xtp4/none"] == {"4": 3}
+    assert counts["linear_cross_entropy/dp2xtp4/mean"] == {"4": 3, "2": 2}
