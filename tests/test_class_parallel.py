@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+torch = None  # imported by the torch tests only, so the JAX ones run without it
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,3 +60,62 @@ def test_jax_class_sharded_linear_cross_entropy_all_reduces(jax_report):
     counts = jax_report["all_reduces"]
     assert counts["linear_cross_entropy/dp2xtp4/none"] == {"4": 3}
     assert counts["linear_cross_entropy/dp2xtp4/mean"] == {"4": 3, "2": 2}
+
+
+# ----------------------------------------------------------------------------------
+# wce_torch with real gloo processes: class_process_group, alone and with process_group.
+
+def _rel(a, b):
+    assert torch.equal(torch.isnan(a), torch.isnan(b)), (a, b)
+    keep = ~torch.isnan(b)
+    if not keep.any():
+        return 0.0
+    return float((a[keep] - b[keep]).abs().max() / b[keep].abs().max().clamp_min(1e-300))
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_torch_class_process_group_equals_the_unsplit_loss(world_size, tmp_path):
+    """[CP-GLOBAL] [CP-LINEAR] [CP-REDUCE]: every rank's value is the unsplit loss (its
+    data rank's rows for "none"); the class-sharded gradients, averaged over the data
+    group as DistributedDataParallel does, are the slices of the unsplit gradients, and
+    ``hidden`` gets its full gradient on every rank of the class group. The class
+    weights' gradient is checked without data parallelism only: [DP-PROCESS-GROUP]
+    sums the mean's denominator with a detached all-reduce."""
+    global torch
+    torch = pytest.importorskip("torch")
+    import torch.multiprocessing as mp
+
+    from tests import torch_class_parallel_worker as worker
+
+    mp.spawn(worker.rank_main, args=(world_size, str(tmp_path / "init"), str(tmp_path)),
+             nprocs=world_size, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world_size)]
+    data = worker.problem()
+    checked = 0
+    for name, dp, tp in worker.meshes(world_size):
+        for key in [k for k in ranks[0] if k[0] == name]:
+            _, loss, setting = key
+            step = worker.cross_entropy_step if loss == "cross_entropy" else worker.linear_step
+            want = step(setting, *data)
+            for d in range(dp):
+                rows = slice(d * worker.ROWS // dp, (d + 1) * worker.ROWS // dp)
+                for t in range(tp):
+                    got = ranks[d * tp + t][key]
+                    value = want["value"][rows] if setting[0] == "none" else want["value"]
+                    assert _rel(got["value"], value) <= 1e-12, (key, d, t)
+                    if loss == "linear_cross_entropy":  # the full d hidden, times dp
+                        assert _rel(got["grads"][0] / dp, want["grads"][0][rows]) <= 1e-12
+            for t in range(tp):
+                cols = slice(t * worker.CLASSES // tp, (t + 1) * worker.CLASSES // tp)
+                sharded = [g for g in want["grads"]] if loss == "cross_entropy" \
+                    else [None, want["grads"][1]]
+                for i, full in enumerate(sharded):
+                    if full is None or (dp > 1 and loss == "cross_entropy" and i == 1):
+                        continue  # (with process_group the mean's denominator is a
+                        # detached all-reduce: no class-weight gradient through it)
+                    part = full[:, cols] if full.dim() == 2 and loss == "cross_entropy" \
+                        else full[cols]
+                    mean = sum(ranks[d * tp + t][key]["grads"][i] for d in range(dp)) / dp
+                    assert _rel(mean, part) <= 1e-12, (key, t, i)
+            checked += 1
+    assert checked == (7 if world_size == 2 else 7 + 5)
