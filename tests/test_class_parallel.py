@@ -1,4 +1,4 @@
-"""[CP-GLOBAL] [CP-COMM] on real class-parallel engines: JAX with 8 host devices under
+"""[CP-GLOBAL] [CP-AXIS] on real class-parallel engines: JAX with 8 host devices under
 shard_map (meshes tp=8, tp=2, dp=2 x tp=4), against the unsplit single-device loss.
 The checks run in one subprocess, tests/jax_class_parallel_checks.py.
 """
@@ -37,7 +37,7 @@ def test_jax_class_sharded_cross_entropy_equals_the_unsplit_loss(jax_report):
 
 
 def test_jax_class_sharded_cross_entropy_sends_two_row_all_reduces(jax_report):
-    """[CP-COMM]: pmax, then one psum of the row statistics over the class axis (groups
+    """[CP-AXIS]: pmax, then one psum of the row statistics over the class axis (groups
     of 4 devices); the data-parallel mean adds one over the data axis (groups of 2)."""
     for case, counts in jax_report["all_reduces"].items():
         if case.startswith("cross_entropy/"):
@@ -53,7 +53,7 @@ def test_jax_class_sharded_linear_cross_entropy_equals_the_unsplit_loss(jax_repo
 
 
 def test_jax_class_sharded_linear_cross_entropy_all_reduces(jax_report):
-    """[CP-COMM] of the forward pass: the target weights (with ``W``) once; per chunk
+    """[CP-AXIS] of the forward pass: the target weights (with ``W``) once; per chunk
     (the scan's body, counted once) pmax and the row statistics; for "mean", the
     denominator and numerator over the data axis. (A gradient adds one psum of
     d hidden over the class axis.)"""

@@ -4,7 +4,7 @@ Inside ``shard_map`` (or a named ``vmap``), device ``r`` of the ``k`` devices of
 ``class_axis_name`` holds the classes ``[r * Cl, (r + 1) * Cl)`` of ``C = k * Cl``: the
 logits' columns, or the lm-head's rows, and the matching slice of the class weights.
 The result is the loss of the whole, unsplit problem, the same on every class shard
-[CP-GLOBAL]. Only per-row numbers cross devices in the forward pass [CP-COMM]:
+[CP-GLOBAL]. Only per-row numbers cross devices in the forward pass [CP-AXIS]:
 
 * one ``pmax`` of the row maxima ``m_i`` (a shift, not differentiated);
 * one ``psum`` of the row statistics, sent as one tuple: ``s_i = sum_c exp(x_ic - m_i)``,
@@ -100,7 +100,7 @@ class _Rows:
 
 def row_statistics(z, w, rows, eps, class_axis_name, w_y=None):
     """The global row terms of the shifted log-softmax (spec section 0), from this
-    shard's logits ``z`` (class axis last), in two all-reduces [CP-COMM].
+    shard's logits ``z`` (class axis last), in two all-reduces [CP-AXIS].
 
     Returns ``m``, ``shifted = z - m`` (local), ``log_s``, ``nll = -lp[i, y_i]``, ``w_y``
     (NaN for a bad target), the smoothing sum ``sum_c w_c (z_c - m)`` (None without
@@ -157,7 +157,7 @@ def _elements_fwd(x, w, rows, eps, class_axis_name):
 
 
 def _elements_bwd(eps, class_axis_name, residuals, cts):
-    """[GRAD-CE] on this shard's columns, with no communication [CP-GRAD]:
+    """[GRAD-CE] on this shard's columns, with no communication [CP-GLOBAL]:
     ``ct_i (1-eps) w[y_i] (p_i - e_{y_i}) + ct_i (eps/C) (W p_i - w)``; the class weights'
     cotangent is this shard's slice of the global one."""
     shifted, w, rows, log_s, nll, w_y, total_w = residuals
@@ -202,7 +202,7 @@ def class_parallel_linear_cross_entropy(hidden, weight, target, class_weight, ig
     The loss is [LCE-ELEM] of the whole vocabulary: the z-loss uses the global
     log-partition ``lse_i = m_i + log s_i`` [LCE-ZLOSS], and the softcap is applied to
     this shard's logits before their maxima and sums cross devices [LCE-SOFTCAP]
-    [CP-SOFTCAP]. Rows are processed ``chunk_size`` at a time (default: about
+    [CP-LINEAR]. Rows are processed ``chunk_size`` at a time (default: about
     ``2**24 / V``, the unsplit loss's chunk).
     """
     hidden = check.floating(hidden, "hidden")

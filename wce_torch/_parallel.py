@@ -4,7 +4,7 @@ Rank ``r`` of the ``k`` ranks of ``class_process_group`` (in group-rank order) h
 classes ``[r * Cl, (r + 1) * Cl)`` of ``C = k * Cl``: the logits' columns, or the
 lm-head's rows, and the matching slice of the class weights. The result is the loss of
 the whole, unsplit problem, the same on every rank of the group [CP-GLOBAL]. Only
-per-row numbers cross ranks in the forward pass [CP-COMM]:
+per-row numbers cross ranks in the forward pass [CP-PROCESS-GROUP]:
 
 * one all-reduce (MAX) of the row maxima ``m_i`` (a shift, not differentiated);
 * one all-reduce (SUM) of the row statistics, sent as one flat tensor:
@@ -90,7 +90,7 @@ class Rows:
 
 def row_statistics(z, w, rows, eps, group, w_y=None):
     """The global row terms of the shifted log-softmax (spec section 0), from this rank's
-    logits ``z`` (M, Cl), in two all-reduces [CP-COMM]: ``m``, ``shifted = z - m``
+    logits ``z`` (M, Cl), in two all-reduces [CP-PROCESS-GROUP]: ``m``, ``shifted = z - m``
     (local), ``log_s``, ``nll = -lp[i, y_i]``, ``w_y`` (NaN for a bad target), the
     smoothing sum (None without smoothing) and ``W``. A ``w_y`` known already (see
     :func:`target_weights`) is not sent again."""
@@ -154,7 +154,7 @@ class _Elements(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, ct, ct_w_y):
-        """[GRAD-CE] on this rank's columns, with no communication [CP-GRAD]:
+        """[GRAD-CE] on this rank's columns, with no communication [CP-GLOBAL]:
         ``ct_i (1-eps) w[y_i] (p_i - e_{y_i}) + ct_i (eps/C) (W p_i - w)``; the class
         weights' gradient is this rank's slice of the global one."""
         shifted, w, log_s, nll, w_y, total_w = ctx.saved_tensors
@@ -195,7 +195,7 @@ def class_parallel_linear_cross_entropy(hidden, weight, target, class_weight, ig
     The loss is [LCE-ELEM] of the whole vocabulary: the z-loss uses the global
     log-partition ``lse_i = m_i + log s_i`` [LCE-ZLOSS], and the softcap is applied to
     this rank's logits before their maxima and sums cross ranks [LCE-SOFTCAP]
-    [CP-SOFTCAP]. Rows are processed ``chunk_size`` at a time (default: about
+    [CP-LINEAR]. Rows are processed ``chunk_size`` at a time (default: about
     ``2**24 / V``, the unsplit loss's chunk); the backward pass recomputes each chunk.
     """
     import torch.distributed as dist
