@@ -119,3 +119,18 @@ def test_torch_class_process_group_equals_the_unsplit_loss(world_size, tmp_path)
                     assert _rel(mean, part) <= 1e-12, (key, t, i)
             checked += 1
     assert checked == (7 if world_size == 2 else 7 + 5)
+
+
+def test_class_parallel_example_matches_one_device_and_megatron_drifts(tmp_path):
+    """examples/class_parallel_jax.py, shortened: the dp=2 x tp=4 curve is the
+    single-device one, and Megatron's local-vocabulary smoothing depends on tp."""
+    out = tmp_path / "curves.json"
+    env = dict(os.environ,
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, str(ROOT / "examples" / "class_parallel_jax.py"),
+                          "--steps", "5", "--json", str(out)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(out.read_text())["max_relative_difference"]
+    assert report["class_parallel_vs_single"] <= 1e-12
+    assert report["megatron_tp2_vs_tp1"] > 1e-3 and report["megatron_tp4_vs_tp1"] > 1e-3
