@@ -62,6 +62,7 @@ class Definition:
     keep_dtype: tuple[str, ...] = ()
     error: tuple[str, str] | None = None  # (kind, argument the message must name)
     shards: int | None = None  # [DP-GLOBAL]: input and target stacked on axis 0
+    class_shards: int | None = None  # [CP-GLOBAL]: unsplit arguments, split when run
     derivatives: bool = False  # section 18: draw tangents, expect the JVP and HVP
 
 
@@ -956,6 +957,57 @@ def data_parallel() -> Iterator[Definition]:
                   alpha=class_weights(rng, 3), gamma=2.0)
 
 
+def class_sharded(case_id, loss, clauses, class_shards, **args) -> Definition:
+    """A class-parallel case [CP-GLOBAL]: the unsplit arguments; an implementation splits
+    the class axis into ``class_shards`` equal shards, and expects the unsplit results."""
+    d = value(case_id, loss, ["CP-GLOBAL", "CP-REDUCE", "CP-AXIS", "CP-PROCESS-GROUP",
+                              *clauses], **args)
+    d.class_shards = class_shards
+    return d
+
+
+def class_parallel() -> Iterator[Definition]:
+    """Class weights (one zero, on a target), ignored elements, a shard that holds no
+    target; the Megatron regression: one, two and four shards of the same smoothed
+    problem at a large logit scale must give the same loss; the linear cross-entropy
+    with every option over two and four shards of the lm-head."""
+    for reduction in REDUCTIONS:
+        for eps in (0.0, 0.1):
+            cid = f"cp-ce-weighted-ignore-smooth{eps}-{reduction}"
+            rng = rng_for(cid)
+            target = class_targets(rng, (7,), 6, ignore="some")
+            target[target >= 4] += 2  # classes 4 and 5 (the third of four shards): none
+            weight = class_weights(rng, 8)
+            weight[target[-1]] = 0.0
+            yield class_sharded(cid, "cross_entropy", ["CE-IGNORE", "CE-WEIGHT"] + (
+                ["CE-SMOOTH", "CP-SMOOTH"] if eps else []), 4,
+                input=logits(rng, (7, 8)), target=target, weight=weight,
+                label_smoothing=eps, reduction=reduction)
+    rng = rng_for("cp-ce-megatron")
+    x, y = logits(rng, (6, 16), scale=1000.0), class_targets(rng, (6,), 16)
+    for shards in (1, 2, 4):
+        yield class_sharded(f"cp-ce-megatron-smooth-tp{shards}", "cross_entropy",
+                            ["CE-SMOOTH", "CP-SMOOTH"], shards, input=x, target=y,
+                            label_smoothing=0.1)
+    cid = "cp-ce-all-ignored-mean"
+    rng = rng_for(cid)
+    yield class_sharded(cid, "cross_entropy", ["CE-IGNORE", "EDGE-ALL-IGNORED"], 2,
+                        input=logits(rng, (3, 4)), target=np.array([-100, -100, -100]),
+                        weight=class_weights(rng, 4), label_smoothing=0.1)
+    for shards in (2, 4):
+        for reduction in ("mean", "none"):
+            cid = f"cp-lce-all-tp{shards}-{reduction}"
+            rng = rng_for(cid)
+            yield class_sharded(
+                cid, "linear_cross_entropy",
+                ["LCE-GRAD", "LCE-ZLOSS", "LCE-SOFTCAP", "CE-SMOOTH", "CE-IGNORE",
+                 "CE-WEIGHT", "CP-SMOOTH", "CP-LINEAR"], shards,
+                hidden=logits(rng, (6, 4)), weight=logits(rng, (8, 4), scale=2.0),
+                target=class_targets(rng, (6,), 8, ignore="some"),
+                class_weight=class_weights(rng, 8), label_smoothing=0.1, z_loss=1e-2,
+                softcap=3.0, chunk_size=4, reduction=reduction)
+
+
 def linear() -> Iterator[Definition]:
     """[LCE-*]: small shapes, every option; the chunking is the implementations' affair."""
     options = {
@@ -1144,6 +1196,7 @@ GROUPS: tuple[Callable[[], Iterator[Definition]], ...] = (
     focal,
     data_parallel,
     linear,
+    class_parallel,
     derivatives,
 )
 
@@ -1227,7 +1280,7 @@ def realize(d: Definition) -> Case:
         if names:
             expected["warns"] = names.pop()
     case = Case(d.id, d.loss, list(d.clauses), [], args, list(d.keep_dtype), grad_output,
-                expected, shards=d.shards, tangents=tangents)
+                expected, shards=d.shards, class_shards=d.class_shards, tangents=tangents)
     case.dtypes = [dt for dt in d.dtypes if _fits(case, dt)]
     if not case.dtypes:
         raise GenerationError(f"{d.id}: fits none of the dtypes {d.dtypes}")

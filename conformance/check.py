@@ -119,6 +119,8 @@ class UserAdapter(Adapter):
     def unsupported(self, case: Case) -> str | None:
         if case.shards:
             return "data-parallel case"
+        if case.class_shards:
+            return "class-parallel case"
         return None
 
     def modes(self, case: Case) -> tuple[str, ...]:

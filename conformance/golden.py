@@ -116,6 +116,7 @@ class Case:
     expected: dict[str, Any]
     source: str = ""  # file it came from, for messages
     shards: int | None = None  # [DP-GLOBAL]: input and target hold shards on axis 0
+    class_shards: int | None = None  # [CP-GLOBAL]: split the class axis into this many
     tangents: dict[str, np.ndarray] | None = None  # section 18: directions of JVP and HVP
 
     @property
@@ -138,6 +139,8 @@ class Case:
             obj["grad_output"] = encode_array(self.grad_output)
         if self.shards is not None:
             obj["shards"] = self.shards
+        if self.class_shards is not None:
+            obj["class_shards"] = self.class_shards
         if self.tangents is not None:
             obj["tangents"] = {k: encode_array(v) for k, v in self.tangents.items()}
         return obj
@@ -169,6 +172,7 @@ def _decode_case(obj: dict, source: str) -> Case:
             expected=expected,
             source=source,
             shards=obj.get("shards"),
+            class_shards=obj.get("class_shards"),
             tangents=({k: decode_array(v) for k, v in obj["tangents"].items()}
                       if "tangents" in obj else None),
         )

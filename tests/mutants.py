@@ -95,6 +95,30 @@ def minus_one_wraps(input, target, weight=None, ignore_index=-100, reduction="me
                                    label_smoothing)
 
 
+def local_vocabulary_smoothing(input, target, weight=None, ignore_index=-100,
+                               reduction="mean", label_smoothing=0.0, class_shards=1):
+    """Class-parallel label smoothing over the shard's own classes, divided by the shard's
+    number of classes (Megatron-LM's vocabulary-parallel cross-entropy); the first shard's
+    loss. Right when the class axis is not split [CP-SMOOTH]."""
+    if np.asarray(target).dtype.kind == "f" or label_smoothing == 0 or class_shards == 1:
+        return reference.cross_entropy(input, target, weight, ignore_index, reduction,
+                                       label_smoothing)
+    rows, y = _class_rows(input, target)
+    lp = reference.log_softmax(rows)
+    w = np.ones(rows.shape[1]) if weight is None else np.asarray(weight, np.float64)
+    local = rows.shape[1] // class_shards
+    valid = y != ignore_index
+    ys = np.where(valid, y, 0)
+    eps = label_smoothing
+    smooth = np.sum(w[:local] * -lp[:, :local], axis=1) / local
+    losses = np.where(valid, (1 - eps) * w[ys] * -lp[np.arange(len(y)), ys] + eps * smooth,
+                      0.0)
+    if reduction == "none":
+        return losses.reshape(np.shape(target))
+    total = np.sum(losses)
+    return total if reduction == "sum" else total / np.sum(np.where(valid, w[ys], 0.0))
+
+
 MUTANTS = {
     "mean-over-count": ("cross_entropy", mean_over_count),
     "ignored-in-denominator": ("cross_entropy", ignored_in_denominator),
@@ -102,12 +126,14 @@ MUTANTS = {
     "pos-weight-first-axis": ("binary_cross_entropy_with_logits", pos_weight_first_axis),
     "bce-without-clamp": ("binary_cross_entropy", bce_without_clamp),
     "minus-one-wraps": ("cross_entropy", minus_one_wraps),
+    "local-vocabulary-smoothing": ("cross_entropy", local_vocabulary_smoothing),
 }
 
 
 class MutantAdapter(Adapter):
     dtypes = ("float64",)
     gradients = False
+    supports_class_shards = True  # the mutants split nothing but local_vocabulary_smoothing
 
     def __init__(self, name):
         self.name = name
@@ -117,5 +143,7 @@ class MutantAdapter(Adapter):
 
     def call(self, case, dtype, traced):
         args = split_args(case, dtype, lambda a, dt: a.astype(dt))
+        if case.class_shards and self.fn is local_vocabulary_smoothing:
+            args["class_shards"] = case.class_shards
         output = np.asarray(self.fn(**args), np.float64)
         return Outcome(output, None, "float64", None)

@@ -19,6 +19,7 @@ from jax.typing import ArrayLike
 
 from wce_jax import _checks as check
 from wce_jax import _core as core
+from wce_jax._parallel import class_parallel_linear_cross_entropy
 
 Array = jax.Array
 
@@ -39,6 +40,7 @@ def linear_cross_entropy(
     softcap: float | None = None,
     chunk_size: int | None = None,
     axis_name: str | tuple[str, ...] | None = None,
+    class_axis_name: str | None = None,
 ) -> Array:
     r"""Cross-entropy of the logits ``hidden @ weight.T`` without forming them.
 
@@ -54,8 +56,14 @@ def linear_cross_entropy(
     ``chunk_size`` rows are processed at a time (default: about ``2**24 / V``); memory
     beyond inputs and outputs is a few ``chunk_size x V`` buffers instead of several
     ``rows x V`` ones. Half-precision inputs multiply with float32 accumulation.
-    ``axis_name`` as in :func:`wce_jax.cross_entropy` [DP-AXIS].
+    ``axis_name`` as in :func:`wce_jax.cross_entropy` [DP-AXIS]. With
+    ``class_axis_name``, ``weight`` and ``class_weight`` hold this shard's rows of the
+    vocabulary, ``hidden`` is whole and gets its full gradient [CP-LINEAR].
     """
+    if class_axis_name is not None:
+        return class_parallel_linear_cross_entropy(
+            hidden, weight, target, class_weight, ignore_index, reduction, label_smoothing,
+            z_loss, softcap, chunk_size, axis_name, class_axis_name)
     hidden = check.floating(hidden, "hidden")
     weight = check.floating(weight, "weight")
     reduction = check.reduction(reduction)

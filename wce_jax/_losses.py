@@ -21,6 +21,7 @@ from jax.typing import ArrayLike
 
 from wce_jax import _checks as check
 from wce_jax import _core as core
+from wce_jax._parallel import class_parallel_cross_entropy
 
 Array = jax.Array
 
@@ -38,6 +39,7 @@ def cross_entropy(
     label_smoothing: float = 0.0,
     axis: int = -1,
     axis_name: str | tuple[str, ...] | None = None,
+    class_axis_name: str | None = None,
 ) -> Array:
     r"""Weighted softmax cross-entropy with class indices or class probabilities.
 
@@ -69,6 +71,9 @@ def cross_entropy(
       axis_name: inside ``shard_map``, ``pmap`` or a named ``vmap``, the axis (or axes)
         over which numerator and denominator are summed, so that ``"mean"`` is the global
         mean of all shards [DP-AXIS]. Not needed under plain ``jit`` with sharded inputs.
+      class_axis_name: inside ``shard_map``, the named axis over which the class axis is
+        split (``logits`` and ``weight`` hold this shard's classes, ``target`` global
+        class indices); the loss is that of the unsplit problem [CP-GLOBAL].
 
     Returns:
       The loss, in the logits' dtype.
@@ -77,6 +82,10 @@ def cross_entropy(
     ``jit`` an out-of-range target cannot raise and makes the loss NaN, never another
     class's value [TRACE-TARGET-RANGE]; :func:`wce_jax.checked` turns it into an error.
     """
+    if class_axis_name is not None:
+        return class_parallel_cross_entropy(logits, target, weight, ignore_index, reduction,
+                                            label_smoothing, axis, axis_name,
+                                            class_axis_name)
     logits = check.floating(logits, "logits")
     reduction = check.reduction(reduction)
     eps = check.label_smoothing(label_smoothing)

@@ -22,6 +22,7 @@ import torch
 
 from wce_torch import _checks as check
 from wce_torch import _core as core
+from wce_torch._parallel import class_parallel_linear_cross_entropy
 
 #: The default chunk holds about 2**24 logits (64 MiB in float32), whatever V is.
 CHUNK_LOGITS = 2 ** 24
@@ -30,7 +31,7 @@ CHUNK_LOGITS = 2 ** 24
 @core.autocast_matmul
 def linear_cross_entropy(hidden, weight, target, *, class_weight=None, ignore_index=-100,
                          reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
-                         chunk_size=None, process_group=None):
+                         chunk_size=None, process_group=None, class_process_group=None):
     r"""Cross-entropy of the logits ``hidden @ weight.T`` without forming them.
 
     ``hidden`` is ``(..., D)``, ``weight`` is ``(V, D)`` (``torch.nn.Linear(D, V).weight``,
@@ -46,8 +47,14 @@ def linear_cross_entropy(hidden, weight, target, *, class_weight=None, ignore_in
     ``process_group`` as in
     :func:`wce_torch.cross_entropy` [DP-PROCESS-GROUP]. Inside ``torch.autocast``,
     ``hidden`` and ``weight`` are cast to the autocast dtype (as the unfused
-    ``F.linear`` would be) and the loss is float32.
+    ``F.linear`` would be) and the loss is float32. With ``class_process_group``,
+    ``weight`` and ``class_weight`` hold this rank's rows of the vocabulary, ``hidden``
+    is whole and gets its full gradient on every rank [CP-LINEAR].
     """
+    if class_process_group is not None:
+        return class_parallel_linear_cross_entropy(
+            hidden, weight, target, class_weight, ignore_index, reduction, label_smoothing,
+            z_loss, softcap, chunk_size, process_group, class_process_group)
     hidden = check.floating(hidden, "hidden")
     weight = check.floating(weight, "weight")
     reduction = check.reduction(None, None, reduction)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from wce_torch import _checks as check
 from wce_torch import _core as core
+from wce_torch._parallel import class_parallel_cross_entropy
 
 #: [GRAD-BCE]: 1e-12 rounded to float32, the guard torch uses in every dtype.
 BCE_GRAD_EPS = 9.999999960041972e-13
@@ -33,7 +34,8 @@ BCE_LOG_CLAMP = -100.0  # [BCE-CLAMP]
 
 @core.autocast_float32
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100,
-                  reduce=None, reduction="mean", label_smoothing=0.0, *, process_group=None):
+                  reduce=None, reduction="mean", label_smoothing=0.0, *, process_group=None,
+                  class_process_group=None):
     r"""Weighted softmax cross-entropy with class indices or class probabilities.
 
     With ``lp = log_softmax(input, dim=1)`` and class weights ``w`` (ones by default):
@@ -54,7 +56,15 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
 
     Bad arguments raise ValueError/TypeError naming the argument (spec section 10).
     With ``process_group`` the reductions are global over its ranks [DP-PROCESS-GROUP].
+    With ``class_process_group`` the class axis is split over its ranks: ``input`` and
+    ``weight`` hold this rank's classes, ``target`` global class indices, and the loss
+    is that of the unsplit problem [CP-GLOBAL].
     """
+    if class_process_group is not None:
+        return class_parallel_cross_entropy(
+            input, target, weight, ignore_index, check.reduction(size_average, reduce,
+                                                                 reduction),
+            label_smoothing, process_group, class_process_group)
     input = check.floating(input, "input")
     reduction = check.reduction(size_average, reduce, reduction)
     eps = check.label_smoothing(label_smoothing)

@@ -76,11 +76,15 @@ class Adapter:
     deviations: dict[str, str] = {}
 
     supports_shards = False  # runs [DP-GLOBAL] cases with a collective over the shards
+    supports_class_shards = False  # runs [CP-GLOBAL] cases with the class axis split
 
     def unsupported(self, case: Case) -> str | None:
         if case.shards and not self.supports_shards:
             return ("data-parallel case: this adapter runs no collective over shards "
                     "(wce_jax and wce_torch are tested on devices and processes in tests/)")
+        if case.class_shards and not self.supports_class_shards:
+            return ("class-parallel case: this adapter splits no class axis (wce_torch "
+                    "is tested with gloo processes in tests/test_class_parallel.py)")
         return None
 
     def modes(self, case: Case) -> tuple[str, ...]:
