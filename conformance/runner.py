@@ -404,15 +404,24 @@ def print_report(records: list[Record], out: TextIO | None = None, verbose=False
     print_totals(records, out)
 
 
+def evidence(r: Record) -> dict[str, str]:
+    """clause -> the status a run shows for it. A failing or deviating run counts against
+    the clauses it is charged to, and toward no other; except that a run whose only
+    problems are in its JVP or HVP (spec section 18) checked its value and gradient, so it
+    counts as a pass of its other clauses."""
+    if r.status not in (FAIL, DEVIATES) or not r.charged:
+        return {c: r.status for c in r.clauses}
+    others = PASS if all(_is_derivative(c) for c in r.charged) else None
+    return {c: r.status if c in r.charged else others for c in r.clauses
+            if c in r.charged or others}
+
+
 def clause_summary(records: list[Record]) -> dict[str, dict[str, Counter]]:
-    """clause -> implementation -> status -> runs. A failing or deviating run counts
-    against the clauses it is charged to (the ones that explain it), and toward no other."""
+    """clause -> implementation -> status -> runs, from each run's :func:`evidence`."""
     table: dict[str, dict[str, Counter]] = {c: defaultdict(Counter) for c in spec.clauses()}
     for r in records:
-        for clause in r.clauses:
-            if r.status in (FAIL, DEVIATES) and r.charged and clause not in r.charged:
-                continue
-            table.setdefault(clause, defaultdict(Counter))[r.impl][r.status] += 1
+        for clause, status in evidence(r).items():
+            table.setdefault(clause, defaultdict(Counter))[r.impl][status] += 1
         for clause in r.unchecked:
             table.setdefault(clause, defaultdict(Counter))[r.impl][NA] += 1
     return table
