@@ -31,7 +31,8 @@ def _worst(records: list[Record]) -> str:
     """What kind of failure the failing runs show, or their largest relative error."""
     seen = {k for r in records for k in r.kinds}
     kinds = [word for kind, word in _KINDS if kind in seen]
-    errors = [e for r in records if Failure.VALUE in r.kinds for e in (r.loss_rel, r.grad_rel)
+    errors = [e for r in records if Failure.VALUE in r.kinds
+              for e in (r.loss_rel, r.grad_rel, r.jvp_rel, r.hvp_rel)
               if e is not None and math.isfinite(e) and e > 0]
     if errors:
         kinds.append(f"{max(errors):.1e}")
@@ -54,10 +55,11 @@ def cell(records: list[Record]) -> str:
 def table(records: list[Record], names: list[str]) -> list[list[str]]:
     by_clause: dict[tuple[str, str], list[Record]] = defaultdict(list)
     for r in records:
-        for clause in r.clauses:
-            # A documented departure is the evidence of its own clauses only.
-            if r.status != DEVIATES or clause in r.deviating:
-                by_clause[(clause, r.impl)].append(r)
+        for clause, status in runner.evidence(r).items():
+            # A failure or a documented departure is the evidence of the clauses it is
+            # charged to (a wrong HVP fails [HVP-*], not the value clauses).
+            by_clause[(clause, r.impl)].append(
+                r if status == r.status else Record(r.case, r.impl, r.dtype, status, []))
         for clause in r.unchecked:  # e.g. gradients of an implementation without them
             by_clause[(clause, r.impl)].append(Record(r.case, r.impl, r.dtype, NA, []))
     return [[clause] + [cell(by_clause[(clause, name)]) for name in names]

@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from typing import Callable, Iterable, TextIO
 
 from conformance import spec
-from conformance.adapters import Adapter
+from conformance.adapters import Adapter, derivative_arguments
 from conformance.compare import Comparison, compare
 from conformance.golden import Case
 
@@ -52,6 +52,11 @@ class Record:
     grad_abs: float | None = None
     grad_rel: float | None = None
     detail: str = ""
+    #: the largest errors of the JVP and of the HVPs (spec section 18)
+    jvp_abs: float | None = None
+    jvp_rel: float | None = None
+    hvp_abs: float | None = None
+    hvp_rel: float | None = None
     unchecked: list[str] = dataclasses.field(default_factory=list)  # clauses left n/a
     deviating: list[str] = dataclasses.field(default_factory=list)  # documented departures
     kinds: list[Failure] = dataclasses.field(default_factory=list)  # what went wrong
@@ -61,7 +66,8 @@ class Record:
     def to_json(self) -> dict:
         obj = dataclasses.asdict(self)
         obj["kinds"] = [k.value for k in self.kinds]
-        for key in ("loss_abs", "loss_rel", "grad_abs", "grad_rel"):
+        for key in ("loss_abs", "loss_rel", "grad_abs", "grad_rel", "jvp_abs", "jvp_rel",
+                    "hvp_abs", "hvp_rel"):
             if obj[key] is not None and not math.isfinite(obj[key]):
                 obj[key] = str(obj[key])
         return obj
@@ -73,8 +79,10 @@ class _Check:
     def __init__(self):
         self.problems: list[str] = []
         self.kinds: list[Failure] = []
-        self.where: set[str] = set()  # "loss", "grad", "error", "warning", "traced"
-        self.errors = {"loss": (None, None), "grad": (None, None)}
+        # "loss", "grad", "jvp", "hvp", "error", "warning", "traced", "dtype", "raised"
+        self.where: set[str] = set()
+        self.errors = {"loss": (None, None), "grad": (None, None), "jvp": (None, None),
+                       "hvp": (None, None)}
 
     def fail(self, kind: Failure, where: str, mode: str, text: str):
         self.problems.append(text)
@@ -84,12 +92,12 @@ class _Check:
         if mode == "traced":
             self.where.add("traced")
 
-    def note(self, what: str, mode: str, comparison: Comparison):
+    def note(self, what: str, mode: str, comparison: Comparison, label: str | None = None):
         abs_err, rel_err = self.errors[what]
         self.errors[what] = (_max(abs_err, comparison.abs_err), _max(rel_err, comparison.rel_err))
         if not comparison.ok:
             self.fail(_COMPARISON_KIND.get(comparison.kind, Failure.VALUE), what, mode,
-                      f"{mode} {what}: {comparison.reason}")
+                      f"{mode} {label or what}: {comparison.reason}")
 
 
 def _max(a, b):
@@ -138,6 +146,34 @@ def _check_values(check: _Check, adapter, case, dtype, mode, outcome, want, zero
         if got_dtype != dtype:
             check.fail(Failure.DTYPE, "dtype", mode,
                        f"{mode} grad {name}: dtype {got_dtype}, expected {dtype}")
+    if adapter.derivatives and derivative_arguments(case):
+        _check_derivatives(check, case, dtype, mode, outcome, want)
+
+
+def _check_derivatives(check: _Check, case, dtype, mode, outcome, want):
+    """Spec section 18: the JVP of the output and the HVP of every argument with a tangent,
+    each a failure of its own clause ("jvp" for [JVP], "hvp" for the case's [HVP-*]): a
+    transform that raised, a missing result, a wrong value or dtype. A gradient detached
+    from the input stands for an HVP of 0, and says so where that is wrong."""
+    results = {"jvp": {"output": outcome.jvp},
+               "hvp": {n: outcome.hvps.get(n) for n in derivative_arguments(case)}}
+    for what, by_name in results.items():
+        if what in outcome.derivative_errors:
+            check.fail(Failure.RAISED, what, mode,
+                       f"{mode} {what}: {_describe(outcome.derivative_errors[what])}")
+            continue
+        for name, result in by_name.items():
+            label = f"{what} {name}" if what == "hvp" else what
+            if result is None:
+                check.fail(Failure.NO_GRADIENT, what, mode, f"{mode}: no {label}")
+                continue
+            got, got_dtype = result
+            if what == "hvp" and name in outcome.detached:
+                label += " (the gradient is detached from the input: no second derivative)"
+            check.note(what, mode, compare(got, want[f"{what}_{name}"], dtype), label)
+            if got_dtype != dtype:
+                check.fail(Failure.DTYPE, what, mode,
+                           f"{mode} {label}: dtype {got_dtype}, expected {dtype}")
 
 
 def _check_raises(check: _Check, adapter, case, dtype, mode, traced):
@@ -184,7 +220,9 @@ def run_case(adapter: Adapter, case: Case, dtype: str) -> Record:
     modes = adapter.modes(case)
     record.unchecked = [c for c in record.clauses
                         if (c.startswith("GRAD-") and not adapter.gradients)
-                        or (c.startswith("TRACE-") and "traced" not in modes)]
+                        or (c.startswith("TRACE-") and "traced" not in modes)
+                        or (_is_derivative(c) and not (adapter.gradients
+                                                       and adapter.derivatives))]
     record.clauses = [c for c in record.clauses if c not in record.unchecked]
     check = _Check()
     for mode in modes:
@@ -205,27 +243,69 @@ def run_case(adapter: Adapter, case: Case, dtype: str) -> Record:
             check.fail(Failure.RAISED, "raised", mode, f"{mode}: {_describe(exc)}")
     (record.loss_abs, record.loss_rel), (record.grad_abs, record.grad_rel) = (
         check.errors["loss"], check.errors["grad"])
+    (record.jvp_abs, record.jvp_rel), (record.hvp_abs, record.hvp_rel) = (
+        check.errors["jvp"], check.errors["hvp"])
     if not check.problems:
         record.status = PASS
         return record
     record.detail = "; ".join(check.problems)
     record.kinds = check.kinds
-    # The case's own departures explain a failure first; [GEN-HALF] only what is left.
-    record.deviating = ([c for c in case.clauses if c in adapter.deviations]
-                        or [c for c in covered(case, dtype) if c in adapter.deviations])
-    if record.deviating:
+    deviating, unexplained = _deviating(adapter, case, dtype, record.clauses, check.where)
+    if deviating and not unexplained:
         record.status = DEVIATES
+        record.deviating = deviating
         record.detail = f"[{', '.join(record.deviating)}] {record.detail}"
         record.charged = list(record.deviating)
     else:
         record.status = FAIL
-        record.charged = _charged(record.clauses, check.where)
+        record.charged = _charged(record.clauses, unexplained)
     return record
+
+
+def _is_derivative(clause: str) -> bool:
+    """[JVP] and [HVP-*]: the clauses of spec section 18."""
+    return clause.startswith(_EXPLAINS["jvp"] + _EXPLAINS["hvp"])
+
+
+def _deviating(adapter, case, dtype, clauses, where) -> tuple[list[str], set[str]]:
+    """The documented departures that explain a failure, and the parts of the run
+    (see ``_Check.where``) that none explains. A wrong JVP or HVP is explained only by a
+    departure on [JVP] or on the case's [HVP-*] clause; the rest of a run by the case's own
+    other departures first, [GEN-HALF] only when it has none."""
+    parts = _explained_parts(where)
+    deviating, unexplained = [], set()
+    for part in sorted(parts):
+        if part in ("jvp", "hvp"):
+            found = [c for c in clauses if c.startswith(_EXPLAINS[part])
+                     and c in adapter.deviations]
+        else:
+            found = ([c for c in case.clauses
+                      if c in adapter.deviations and not _is_derivative(c)]
+                     or [c for c in covered(case, dtype)
+                         if c in adapter.deviations and not _is_derivative(c)])
+        if found:
+            deviating += [c for c in found if c not in deviating]
+        else:
+            unexplained.add(part)
+    return deviating, unexplained
+
+
+def _explained_parts(where: set[str]) -> set[str]:
+    """The parts of a run a failure is charged to: a wrong loss (or a crash) explains a
+    wrong gradient, JVP and HVP, and a wrong gradient a wrong HVP (its derivative)."""
+    parts = set(where)
+    if parts & {"loss", "raised"}:
+        parts -= {"grad", "jvp", "hvp"}
+    if "grad" in parts:
+        parts -= {"hvp"}
+    return parts
 
 
 # Which clauses can explain a problem found in one part of a run, by clause-id prefix.
 _EXPLAINS = {
     "grad": ("GRAD-", "FOCAL-GRAD", "LCE-GRAD"),
+    "jvp": ("JVP",),
+    "hvp": ("HVP-",),
     "error": ("ERR-", "CW-ERRORS", "LCE-ERRORS"),
     "warning": ("WARN-",),
     "traced": ("TRACE-",),
@@ -235,13 +315,15 @@ _EXPLAINS = {
 
 def _charged(clauses: list[str], where: set[str]) -> list[str]:
     """The clauses a failure is charged to: a wrong gradient to the gradient clauses, a
-    missing error to the error clauses, a wrong traced result to the traced clauses, a
-    missing warning to the warning clauses, a wrong dtype to the dtype clauses; a wrong
-    loss value to the value clauses (those of none of these kinds), and a wrong gradient
-    that comes with a wrong loss to the loss alone. Where no clause of the right kind is
-    listed, all of them."""
+    wrong JVP to [JVP], a wrong HVP (or a second derivative that raised or came back
+    detached) to the case's [HVP-*], a missing error to the error clauses, a wrong traced
+    result to the traced clauses, a missing warning to the warning clauses, a wrong dtype
+    to the dtype clauses; a wrong loss value to the value clauses (those of none of these
+    kinds). A wrong gradient, JVP or HVP that comes with a wrong loss is charged to the
+    loss alone, and a wrong HVP that comes with a wrong gradient to the gradient alone.
+    Where no clause of the right kind is listed, all of them."""
     charged: list[str] = []
-    parts = set(where) - ({"grad"} if where & {"loss", "raised"} else set())
+    parts = _explained_parts(where)
     for part in sorted(parts):
         if part in ("loss", "raised"):
             kinds = [c for c in clauses if not any(c.startswith(p)
@@ -322,15 +404,24 @@ def print_report(records: list[Record], out: TextIO | None = None, verbose=False
     print_totals(records, out)
 
 
+def evidence(r: Record) -> dict[str, str]:
+    """clause -> the status a run shows for it. A failing or deviating run counts against
+    the clauses it is charged to, and toward no other; except that a run whose only
+    problems are in its JVP or HVP (spec section 18) checked its value and gradient, so it
+    counts as a pass of its other clauses."""
+    if r.status not in (FAIL, DEVIATES) or not r.charged:
+        return {c: r.status for c in r.clauses}
+    others = PASS if all(_is_derivative(c) for c in r.charged) else None
+    return {c: r.status if c in r.charged else others for c in r.clauses
+            if c in r.charged or others}
+
+
 def clause_summary(records: list[Record]) -> dict[str, dict[str, Counter]]:
-    """clause -> implementation -> status -> runs. A failing or deviating run counts
-    against the clauses it is charged to (the ones that explain it), and toward no other."""
+    """clause -> implementation -> status -> runs, from each run's :func:`evidence`."""
     table: dict[str, dict[str, Counter]] = {c: defaultdict(Counter) for c in spec.clauses()}
     for r in records:
-        for clause in r.clauses:
-            if r.status in (FAIL, DEVIATES) and r.charged and clause not in r.charged:
-                continue
-            table.setdefault(clause, defaultdict(Counter))[r.impl][r.status] += 1
+        for clause, status in evidence(r).items():
+            table.setdefault(clause, defaultdict(Counter))[r.impl][status] += 1
         for clause in r.unchecked:
             table.setdefault(clause, defaultdict(Counter))[r.impl][NA] += 1
     return table

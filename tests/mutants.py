@@ -1,16 +1,20 @@
 """Deliberately wrong implementations: each makes one classic porting mistake.
 
-The meta-test requires the golden suite to catch every one of them. They compute the
+The meta-test requires the golden suite to catch every one of them. Most compute the
 forward value only (float64) and reuse the reference where they are not wrong, so each
-differs from the spec in exactly one way.
+differs from the spec in exactly one way. The torch mutants (``TORCH_MUTANTS``) are run
+like wce_torch, with gradients, JVP and HVP, and are right up to their first derivative.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-from conformance import reference
+from conformance import reference, spec
 from conformance.adapters import Adapter, Outcome, split_args
+from conformance.adapters.runners import run_torch
 
 
 def _class_rows(input, target):
@@ -119,6 +123,56 @@ def local_vocabulary_smoothing(input, target, weight=None, ignore_index=-100,
     return total if reduction == "sum" else total / np.sum(np.where(valid, w[ys], 0.0))
 
 
+class _DetachedBackward(torch.autograd.Function):
+    """torch's cross-entropy with a hand-written backward that is right to first order
+    but detached from the input (the gradient is recomputed on a detached copy), and a
+    right forward-mode rule; so the value, the gradient and the JVP are exact, and the
+    second derivative is 0."""
+
+    @staticmethod
+    def forward(input, target, weight, ignore_index, reduction, label_smoothing):
+        return F.cross_entropy(input, target, weight, ignore_index=ignore_index,
+                               reduction=reduction, label_smoothing=label_smoothing)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, target, weight, *ctx.options = inputs
+        ctx.save_for_backward(input, target, weight)
+        ctx.save_for_forward(input, target, weight)
+        ctx.output_shape = output.shape
+
+    @staticmethod
+    def _gradient(ctx, upstream):
+        input, target, weight = ctx.saved_tensors
+        _, vjp = torch.func.vjp(
+            lambda x: _DetachedBackward.forward(x, target, weight, *ctx.options),
+            input.detach())
+        return vjp(upstream)[0].detach()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return _DetachedBackward._gradient(ctx, grad_output), None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, input_t, *_):
+        """[JVP]: the gradient for an upstream 1 per output element, contracted with the
+        tangent over the class axis (each output element's row)."""
+        input, _, _ = ctx.saved_tensors
+        ones = torch.ones(ctx.output_shape, dtype=input.dtype)
+        product = _DetachedBackward._gradient(ctx, ones) * input_t
+        if ctx.options[1] != "none" or input.ndim == 1:
+            return product.sum()
+        return product.sum(dim=1)
+
+
+def detached_second_derivative(input, target, weight=None, ignore_index=-100,
+                               reduction="mean", label_smoothing=0.0):
+    """A custom autograd.Function whose backward is right but detached from the input:
+    double backward gives a Hessian of 0 without a word."""
+    return _DetachedBackward.apply(input, target, weight, ignore_index, reduction,
+                                   label_smoothing)
+
+
 MUTANTS = {
     "mean-over-count": ("cross_entropy", mean_over_count),
     "ignored-in-denominator": ("cross_entropy", ignored_in_denominator),
@@ -128,6 +182,10 @@ MUTANTS = {
     "minus-one-wraps": ("cross_entropy", minus_one_wraps),
     "local-vocabulary-smoothing": ("cross_entropy", local_vocabulary_smoothing),
 }
+TORCH_MUTANTS = {
+    "detached-second-derivative": ("cross_entropy", detached_second_derivative),
+}
+MUTANTS.update(TORCH_MUTANTS)
 
 
 class MutantAdapter(Adapter):
@@ -140,8 +198,13 @@ class MutantAdapter(Adapter):
         loss, self.fn = MUTANTS[name]
         self.losses = frozenset({loss})
         self.description = self.fn.__doc__
+        if name in TORCH_MUTANTS:  # run as wce_torch is; built on torch, so its departures
+            self.gradients = self.derivatives = True
+            self.deviations = spec.torch_deviations()
 
     def call(self, case, dtype, traced):
+        if self.name in TORCH_MUTANTS:
+            return run_torch(self.fn, case, dtype, derivatives=True)
         args = split_args(case, dtype, lambda a, dt: a.astype(dt))
         if case.class_shards and self.fn is local_vocabulary_smoothing:
             args["class_shards"] = case.class_shards

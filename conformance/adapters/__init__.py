@@ -9,6 +9,9 @@ float64 results; all comparison logic lives in :mod:`conformance.runner`. It dec
   own implementations), or any exception counts as raising (peers);
 * ``traced``: whether it also runs every case traced (under jit), checking spec section 11;
 * ``gradients``: whether it returns the gradient with respect to input;
+* ``derivatives``: whether it returns the JVP and the HVP of a case with tangents (spec
+  section 18); where it does not (an implementation without forward mode or a second
+  derivative), [JVP] and [HVP-*] are n/a, never passed;
 * ``deviations``: clause id -> reason, where the spec says this implementation differs
   on purpose; a case that fails on such a clause is reported as a documented deviation;
 * ``unsupported(case)``: a reason the case is n/a, or None.
@@ -16,6 +19,9 @@ float64 results; all comparison logic lives in :mod:`conformance.runner`. It dec
 ``call(case, dtype, traced)`` runs the loss and returns an :class:`Outcome`, with the
 gradient when the case has a ``grad_output``; it lets the implementation's exceptions
 through, and must raise nothing of its own (for peers any exception counts as raising).
+With ``derivatives``, a case with ``tangents`` also gets the JVP and the HVP; an exception
+of one of those transforms is kept in ``Outcome.derivative_errors`` (the runner fails
+that clause with it), so the value and the gradient are still checked.
 """
 
 from __future__ import annotations
@@ -54,6 +60,15 @@ class Outcome:
     #: gradients with respect to other arguments (``grad_<name>`` in the case), as
     #: name -> (array, dtype name)
     grads: dict[str, tuple[np.ndarray, str]] = dataclasses.field(default_factory=dict)
+    #: spec section 18, for a case with tangents: the JVP of the output (array, dtype)
+    jvp: tuple[np.ndarray, str] | None = None
+    #: the HVP along the tangents, per differentiated argument: name -> (array, dtype)
+    hvps: dict[str, tuple[np.ndarray, str]] = dataclasses.field(default_factory=dict)
+    #: arguments whose gradient came back detached from the input (no second derivative;
+    #: its HVP is reported as 0, which fails wherever the golden HVP is not 0)
+    detached: set[str] = dataclasses.field(default_factory=set)
+    #: "jvp" or "hvp" -> the exception that transform raised
+    derivative_errors: dict[str, BaseException] = dataclasses.field(default_factory=dict)
 
 
 def grad_arguments(case: Case) -> list[str]:
@@ -65,6 +80,13 @@ def grad_arguments(case: Case) -> list[str]:
                   key=lambda name: name != "input")
 
 
+def derivative_arguments(case: Case) -> list[str]:
+    """The arguments a case has tangents for (spec section 18), ``input`` first."""
+    if case.tangents is None or case.is_error:
+        return []
+    return [name for name in grad_arguments(case) if name in case.tangents]
+
+
 class Adapter:
     name = "?"
     description = ""
@@ -73,6 +95,7 @@ class Adapter:
     exact_errors = False
     traced = False
     gradients = True  # returns the gradient with respect to input
+    derivatives = False  # returns the JVP and HVP of cases with tangents (section 18)
     deviations: dict[str, str] = {}
 
     supports_shards = False  # runs [DP-GLOBAL] cases with a collective over the shards

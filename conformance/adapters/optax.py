@@ -184,6 +184,7 @@ class OptaxAdapter(Adapter):
     description = (f"optax {optax.__version__} (jax {jax.__version__}, "
                    f"{jax.default_backend()}), under jit")
     losses = frozenset(LOSSES)
+    derivatives = True  # jax.jvp, and jax.jvp of the VJP, in the value's jitted program
 
     def unsupported(self, case):
         if reason := super().unsupported(case):
@@ -197,7 +198,7 @@ class OptaxAdapter(Adapter):
         jax_peer.release()
 
     def call(self, case, dtype, traced):
-        return jax_peer.call(_run, case, dtype)
+        return jax_peer.call(_run, case, dtype, derivatives=True)
 
 
 ADAPTER = OptaxAdapter()

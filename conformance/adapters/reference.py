@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from conformance import reference
-from conformance.adapters import Adapter, Outcome, split_args
+from conformance.adapters import Adapter, Outcome, derivative_arguments, split_args
 
 
 class ReferenceAdapter(Adapter):
@@ -15,6 +15,7 @@ class ReferenceAdapter(Adapter):
     exact_errors = True
     traced = True  # checked=False computes what spec section 11 asks of traced calls
     supports_shards = True
+    derivatives = True  # reference.jvp and reference.hvp (spec section 18)
 
     def call(self, case, dtype, traced):
         args = split_args(case, dtype, lambda a, dt: a.astype(dt))
@@ -32,6 +33,15 @@ class ReferenceAdapter(Adapter):
             else:
                 outcome.grad_input = np.asarray(grad, np.float64).reshape(stacked)
                 outcome.grad_dtype = "float64"
+        names = derivative_arguments(case)
+        if names:
+            tangent = (case.tangents["input"] if names == ["input"]
+                       else {n: case.tangents[n] for n in names})
+            outcome.jvp = (np.asarray(reference.jvp(case.loss, tangent, **args), np.float64),
+                           "float64")
+            hvp = reference.hvp(case.loss, tangent, grad_output=case.grad_output, **args)
+            hvp = hvp if isinstance(hvp, dict) else {"input": hvp}
+            outcome.hvps = {k: (np.asarray(v, np.float64), "float64") for k, v in hvp.items()}
         return outcome
 
 

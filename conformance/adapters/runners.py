@@ -6,7 +6,11 @@ the same way. Each framework is imported only when its runner is first used.
 
 * :func:`run_jax`: JAX arrays in, the VJP from ``jax.vjp``; under ``jax.jit`` when
   ``traced``, eagerly otherwise (an eager call runs the function's own Python checks);
-* :func:`run_torch`: tensors in, the gradients from autograd;
+  with ``derivatives``, the JVP from ``jax.jvp`` and the HVP from ``jax.jvp`` of the VJP
+  (forward over reverse), in the same jitted program as the value and the gradient;
+* :func:`run_torch`: tensors in, the gradients from autograd; with ``derivatives``, the
+  JVP from ``torch.func.jvp`` and the HVP from double backward (the gradient taken with
+  ``create_graph=True``, then the gradient of its product with the tangent);
 * :func:`run_numpy`: NumPy arrays in, no gradient.
 
 ``layout="channels_last"`` moves the class axis last on the way in and the gradient back.
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conformance.adapters import Outcome, grad_arguments, split_args, to_host
+from conformance.adapters import Outcome, derivative_arguments, grad_arguments, split_args, to_host
 from conformance.golden import Case
 
 LAYOUTS = ("channels_first", "channels_last")
@@ -90,37 +94,77 @@ def enable_x64(on: bool):
     return switch(on)
 
 
-def run_jax(fn, case: Case, dtype: str, traced: bool, layout: str = "channels_last"):
+def run_jax(fn, case: Case, dtype: str, traced: bool, layout: str = "channels_last",
+            derivatives: bool = False):
     """Call ``fn`` (JAX, spec argument names, the first one positional) on the case, with
-    the VJP for every argument the case has gradients for; under ``jax.jit`` if traced."""
+    the VJP for every argument the case has gradients for; under ``jax.jit`` if traced.
+    With ``derivatives``, a case with tangents also gets the JVP and the HVP, all four in
+    one program; if that raises, the value and the VJP run alone (their exceptions go
+    through), and the JVP and the HVP each on its own, keeping what they raise."""
     import jax
     import jax.numpy as jnp
 
     with enable_x64(True):
         args = split_args(case, dtype, to_host)
         restore = lambda g: g  # noqa: E731
+        tangents = {n: case.tangents[n] for n in derivative_arguments(case)} \
+            if derivatives else {}
         if layout == "channels_last":
             args, restore = channels_last(case, args)
+            if "input" in tangents:
+                tangents.update(channels_last(case, {"input": tangents["input"]})[0])
         static = tuple(sorted((k, v) for k, v in args.items()
                               if not isinstance(v, np.ndarray)))
         arrays = {k: jnp.asarray(v) for k, v in args.items() if isinstance(v, np.ndarray)}
         names = tuple(grad_arguments(case)) if case.grad_output is not None else ()
         diff = {name: arrays.pop(name) for name in names}
         g = None if case.grad_output is None else jnp.asarray(to_host(case.grad_output, dtype))
-        step = _jitted_step(fn, static) if traced else _step(fn, static)
-        output, grads = step(diff, arrays, g)
-        outcome = Outcome(to_float64(output), None, str(output.dtype), None)
+        t = {n: jnp.asarray(to_host(v, dtype)) for n, v in tangents.items()}
+
+        def step(kind):
+            return _jitted_step(fn, static, kind) if traced else _step(fn, static, kind)
+
+        jvp = hvps = None
+        errors = {}
+        if t:
+            try:
+                output, grads, jvp, hvps = step("all")(diff, arrays, g, t)
+            except Exception:  # noqa: BLE001 - find out which part raised
+                output, grads = step("value")(diff, arrays, g)
+                for kind in ("jvp", "hvp"):
+                    try:
+                        result = step(kind)(diff, arrays, g, t)
+                    except Exception as exc:  # noqa: BLE001 - a failure of that clause
+                        errors[kind] = exc
+                    else:
+                        jvp, hvps = (result, hvps) if kind == "jvp" else (jvp, result)
+        else:
+            output, grads = step("value")(diff, arrays, g)
+        outcome = Outcome(to_float64(output), None, str(output.dtype), None,
+                          derivative_errors=errors)
         for name, grad in grads.items():
             if name == "input":
                 outcome.grad_input = restore(to_float64(grad))
                 outcome.grad_dtype = str(grad.dtype)
             else:
                 outcome.grads[name] = (to_float64(grad), str(grad.dtype))
+        if jvp is not None:
+            outcome.jvp = (to_float64(jvp), str(jvp.dtype))
+        for name, h in (hvps or {}).items():
+            h64 = to_float64(h)
+            outcome.hvps[name] = (restore(h64) if name == "input" else h64, str(h.dtype))
         return outcome
 
 
-def _step(fn, static):
-    """The output and the VJP with respect to ``diff`` (a dict of arrays) for ``g``."""
+def _step(fn, static, kind="value"):
+    """One program on ``diff`` (a dict of arrays), the other arrays ``rest``, the cotangent
+    ``g`` and the tangents ``t`` (a dict like ``diff``), by ``kind``:
+
+    * ``"value"``: ``step(diff, rest, g)``, the output and the VJP with ``g``;
+    * ``"jvp"``: ``step(diff, rest, g, t)``, the JVP of the output along ``t``;
+    * ``"hvp"``: ``step(diff, rest, g, t)``, the JVP along ``t`` of the VJP with ``g``;
+    * ``"all"``: ``step(diff, rest, g, t)``, the output, the VJP, the JVP and the HVP.
+    """
     import jax
 
     static = dict(static)
@@ -130,22 +174,34 @@ def _step(fn, static):
         x = kwargs.pop("input", None)  # positional: implementations name it per loss
         return fn(**kwargs, **static) if x is None else fn(x, **kwargs, **static)
 
-    def step(diff, rest, g):
+    def value(diff, rest, g):
         if g is None:
             return call(diff, rest), {}
         output, vjp = jax.vjp(lambda d: call(d, rest), diff)
         return output, vjp(g)[0]
 
-    return step
+    def jvp(diff, rest, g, t):
+        return jax.jvp(lambda d: call(d, rest), (diff,), (t,))
+
+    def hvp(diff, rest, g, t):
+        return jax.jvp(lambda d: value(d, rest, g)[1], (diff,), (t,))
+
+    def everything(diff, rest, g, t):
+        output, tangent_out = jvp(diff, rest, g, t)
+        grads, hvps = hvp(diff, rest, g, t)
+        return output, grads, tangent_out, hvps
+
+    return {"value": value, "all": everything,
+            "jvp": lambda *a: jvp(*a)[1], "hvp": lambda *a: hvp(*a)[1]}[kind]
 
 
 @functools.lru_cache(maxsize=512)
-def _jitted_step(fn, static):
-    """One jitted step per function and static arguments, so that cases (and fuzz
+def _jitted_step(fn, static, kind="value"):
+    """One jitted step per function, static arguments and kind, so that cases (and fuzz
     examples) with the same shapes reuse the compiled program."""
     import jax
 
-    return jax.jit(_step(fn, static))
+    return jax.jit(_step(fn, static, kind))
 
 
 def release_jax() -> None:
@@ -185,8 +241,10 @@ def _dtype(t) -> str:
     return str(t.dtype).removeprefix("torch.")
 
 
-def run_torch(fn, case: Case, dtype: str, layout: str = "channels_first"):
-    """Call ``fn`` (a torch.nn.functional-style function) on the case, and backward."""
+def run_torch(fn, case: Case, dtype: str, layout: str = "channels_first",
+              derivatives: bool = False):
+    """Call ``fn`` (a torch.nn.functional-style function) on the case, and backward; with
+    ``derivatives``, the JVP and the HVP of a case with tangents (:func:`_torch_derivatives`)."""
     import torch
 
     args = split_args(case, dtype, to_torch)
@@ -210,7 +268,49 @@ def run_torch(fn, case: Case, dtype: str, layout: str = "channels_first"):
                 outcome.grad_input, outcome.grad_dtype = restore(_numpy(grad)), _dtype(grad)
             else:
                 outcome.grads[name] = (_numpy(grad), _dtype(grad))
+    if derivatives and derivative_arguments(case):
+        _torch_derivatives(fn, args, case, dtype, layout, restore, outcome)
     return outcome
+
+
+def _torch_derivatives(fn, args, case, dtype, layout, restore, outcome):
+    """[JVP] through ``torch.func.jvp``; [HVP-*] through double backward: the gradient for
+    the case's ``grad_output`` with ``create_graph=True``, then the gradient of its product
+    with the tangents. Each transform runs on fresh leaves, so the first-order gradient
+    above is the one a plain ``backward`` takes. A gradient detached from the inputs (no
+    second derivative) gives an HVP of 0, and is noted in ``outcome.detached``."""
+    import torch
+
+    names = derivative_arguments(case)
+    tangents = {n: case.tangents[n] for n in names}
+    if layout == "channels_last" and "input" in tangents:
+        tangents.update(channels_last(case, {"input": tangents["input"]})[0])
+    t = tuple(to_torch(tangents[n], dtype).contiguous() for n in names)
+    primals = tuple(args[n].detach() for n in names)
+
+    def call(*diff):
+        return fn(**{**args, **dict(zip(names, diff))})
+
+    try:
+        _, jvp = torch.func.jvp(call, primals, t)
+        outcome.jvp = (_numpy(jvp), _dtype(jvp))
+    except Exception as exc:  # noqa: BLE001 - a failure of [JVP], with this exception
+        outcome.derivative_errors["jvp"] = exc
+    try:
+        leaves = [p.clone().requires_grad_() for p in primals]
+        grads = torch.autograd.grad(call(*leaves), leaves, to_torch(case.grad_output, dtype),
+                                    create_graph=True, allow_unused=True)
+        live = [i for i, grad in enumerate(grads) if grad is not None and grad.requires_grad]
+        second = torch.autograd.grad([grads[i] for i in live], leaves, [t[i] for i in live],
+                                     allow_unused=True) if live else [None] * len(leaves)
+        for i, name in enumerate(names):
+            if i not in live:
+                outcome.detached.add(name)
+            h = torch.zeros_like(leaves[i]) if second[i] is None else second[i]
+            h64 = _numpy(h)
+            outcome.hvps[name] = (restore(h64) if name == "input" else h64, _dtype(h))
+    except Exception as exc:  # noqa: BLE001 - a failure of [HVP-*], with this exception
+        outcome.derivative_errors["hvp"] = exc
 
 
 # ----------------------------------------------------------------------------------

@@ -30,10 +30,12 @@ class TorchAdapter(Adapter):
     losses = TORCH_LOSSES
     deviations = spec.torch_deviations()
     supports_shards = True  # as DDP does it: the mean of the per-rank losses
+    derivatives = True  # torch.func.jvp and double backward
 
     def call(self, case, dtype, traced):
         fn = getattr(F, case.loss)
-        return run_torch(ddp_mean_of_shards(fn) if case.shards else fn, case, dtype)
+        return run_torch(ddp_mean_of_shards(fn) if case.shards else fn, case, dtype,
+                         derivatives=True)
 
 
 ADAPTER = TorchAdapter()

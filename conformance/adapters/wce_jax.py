@@ -1,7 +1,9 @@
 """wce_jax in the default channels-last layout (class axis moved last on the way in, the
 gradient moved back), under ``jax.jit`` for every case, and also eagerly for the cases
 whose eager behaviour differs (errors and warnings). Eager value cases would only repeat
-the jit: an eager call runs the checks in Python, then the same jitted computation."""
+the jit: an eager call runs the checks in Python, then the same jitted computation.
+A case with tangents (spec section 18) gets its JVP (``jax.jvp``) and HVP (``jax.jvp`` of
+the VJP) from the same jitted program as the value and the gradient."""
 
 from __future__ import annotations
 
@@ -96,6 +98,7 @@ class WceJaxAdapter(Adapter):
     traced = True
     supports_shards = True  # [DP-AXIS]: a vmap over the shards with a named axis
     supports_class_shards = True  # [CP-AXIS]: a vmap over the class shards
+    derivatives = True  # jax.jvp, and jax.jvp of the VJP, in the same jitted program
 
     def __init__(self):
         jax_compilation_cache()
@@ -113,7 +116,8 @@ class WceJaxAdapter(Adapter):
         fn = getattr(wce_jax, case.loss)
         if case.class_shards:
             fn = on_class_shards(fn, case.loss, case.class_shards)
-        return run_jax(on_shards(fn) if case.shards else fn, case, dtype, traced)
+        return run_jax(on_shards(fn) if case.shards else fn, case, dtype, traced,
+                       derivatives=True)
 
 
 ADAPTER = WceJaxAdapter()

@@ -1,4 +1,5 @@
-"""wce_torch, called eagerly like torch.nn.functional (class axis 1)."""
+"""wce_torch, called eagerly like torch.nn.functional (class axis 1); the JVP through
+``torch.func.jvp`` and the HVP through double backward (spec section 18)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ class WceTorchAdapter(Adapter):
     name = "wce_torch"
     description = f"wce_torch (torch {torch.__version__}, {DEVICE})"
     exact_errors = True
+    derivatives = True  # torch.func.jvp and double backward
 
     def call(self, case, dtype, traced):
-        return run_torch(getattr(wce_torch, case.loss), case, dtype)
+        return run_torch(getattr(wce_torch, case.loss), case, dtype, derivatives=True)
 
 
 ADAPTER = WceTorchAdapter()
