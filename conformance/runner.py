@@ -270,14 +270,17 @@ def _is_derivative(clause: str) -> bool:
 def _deviating(adapter, case, dtype, clauses, where) -> tuple[list[str], set[str]]:
     """The documented departures that explain a failure, and the parts of the run
     (see ``_Check.where``) that none explains. A wrong JVP or HVP is explained only by a
-    departure on [JVP] or on the case's [HVP-*] clause; the rest of a run by the case's own
-    other departures first, [GEN-HALF] only when it has none."""
+    departure on [JVP] or on the case's [HVP-*] clause (or, in half precision, [GEN-HALF]);
+    the rest of a run by the case's own other departures first, [GEN-HALF] only when it
+    has none."""
     parts = _explained_parts(where)
     deviating, unexplained = [], set()
     for part in sorted(parts):
         if part in ("jvp", "hvp"):
-            found = [c for c in clauses if c.startswith(_EXPLAINS[part])
-                     and c in adapter.deviations]
+            found = ([c for c in clauses if c.startswith(_EXPLAINS[part])
+                      and c in adapter.deviations]
+                     or [c for c in ("GEN-HALF",)  # half-precision intermediates
+                         if dtype in HALF and c in adapter.deviations])
         else:
             found = ([c for c in case.clauses
                       if c in adapter.deviations and not _is_derivative(c)]
