@@ -32,7 +32,7 @@ import traceback
 from typing import Any, Callable, Optional, Sequence
 
 from benchmarks.registry import FWD_BWD, MODES, SETTINGS, Case, Shape, Step, Unavailable
-from conformance import spec
+from conformance import clauses
 from conformance.compare import compare as compare_outputs
 
 OK, SKIPPED, ERROR = "ok", "skipped", "error"
@@ -161,7 +161,7 @@ def agreement(got: dict, want: dict, dtype: str = "float32") -> dict:
     {name: float}, "max_rel_diff": {name: float}, "problems": [str]}``, the differences
     as conformance reports them (``max_rel_diff`` is ``max |got - want| / max |want|``,
     or the absolute difference where ``want`` is all zero)."""
-    tolerance = spec.tolerances()[dtype]
+    tolerance = clauses.tolerances()[dtype]
     result = {"agree": True, "dtype": dtype, "rtol": tolerance.rtol,
               "atol": tolerance.atol, "max_abs_diff": {}, "max_rel_diff": {},
               "problems": []}

@@ -12,13 +12,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from conformance import golden, spec
+from conformance import clauses, golden
 
 
 def _generate(args) -> int:
     from conformance import cases
 
-    directory = Path(args.out) if args.out else spec.spec_dir() / "cases"
+    directory = Path(args.out) if args.out else clauses.spec_dir() / "cases"
     built = cases.build()
     changed = []
     for loss, loss_cases in built.items():
@@ -112,9 +112,9 @@ def _run(args) -> int:
     except (golden.GoldenFormatError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    dtypes = args.dtype or list(spec.DTYPES)
+    dtypes = args.dtype or list(clauses.DTYPES)
     out = sys.stderr if args.json == "-" else sys.stdout
-    print(f"wce conformance: {len(selected)} golden cases, {len(spec.clauses())} clauses, "
+    print(f"wce conformance: {len(selected)} golden cases, {len(clauses.clauses())} clauses, "
           f"dtypes {', '.join(dtypes)}", file=out)
     for a in loaded:
         print(f"  {a.name}: {a.description}", file=out)
@@ -144,7 +144,7 @@ def _check(args) -> int:
     except (golden.GoldenFormatError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    dtypes = [d for d in (args.dtype or spec.DTYPES) if d in adapter.dtypes]
+    dtypes = [d for d in (args.dtype or clauses.DTYPES) if d in adapter.dtypes]
     out = sys.stderr if args.json == "-" else sys.stdout
     print(f"checking {adapter.description} against {len(cases)} golden cases of "
           f"{args.loss}, dtypes {', '.join(dtypes)}", file=out)
@@ -203,7 +203,7 @@ def _matrix(args) -> int:
         return 2
     for note in skipped:
         print(f"note: skipping {note}", file=sys.stderr)
-    dtypes = args.dtype or list(spec.DTYPES)
+    dtypes = args.dtype or list(clauses.DTYPES)
     records = runner.run(loaded, golden.load_cases(), dtypes)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -245,7 +245,7 @@ def main(argv=None) -> int:
     run.add_argument("--impl", action="append",
                      help="implementation to test (repeatable); default: reference, torch, "
                           "wce_jax, wce_torch")
-    run.add_argument("--dtype", action="append", choices=spec.DTYPES,
+    run.add_argument("--dtype", action="append", choices=clauses.DTYPES,
                      help="dtype to run (repeatable); default: all")
     _common(run)
     run.add_argument("--jobs", "-j", type=int, default=0,
@@ -264,7 +264,7 @@ def main(argv=None) -> int:
                      help="where the function wants the class axis: channels_first (axis "
                           "1, as torch.nn.functional) or channels_last (the last axis, as "
                           "wce_jax and optax); default: channels_first")
-    chk.add_argument("--dtype", action="append", choices=spec.DTYPES,
+    chk.add_argument("--dtype", action="append", choices=clauses.DTYPES,
                      help="dtype to run (repeatable); default: all the framework has")
     _common(chk)
     chk.set_defaults(func=_check)
@@ -281,7 +281,7 @@ def main(argv=None) -> int:
                     help="a scalar option, e.g. reduction=sum, ignore_index=0, "
                          "label_smoothing=0.1 (repeatable; JSON values)")
     mk.add_argument("--id", help="case id (default: made from the loss and options)")
-    mk.add_argument("--dtype", action="append", choices=spec.DTYPES,
+    mk.add_argument("--dtype", action="append", choices=clauses.DTYPES,
                     help="dtypes the case applies to (default: every one its inputs fit)")
     mk.add_argument("--out", required=True,
                     help="golden file to write, or to add the case to if it exists")
@@ -301,7 +301,7 @@ def main(argv=None) -> int:
                                        "compatibility matrix (docs/compatibility.md)")
     mx.add_argument("--impl", action="append",
                     help="implementation (repeatable); default: every one that imports")
-    mx.add_argument("--dtype", action="append", choices=spec.DTYPES,
+    mx.add_argument("--dtype", action="append", choices=clauses.DTYPES,
                     help="dtype to run (repeatable); default: all")
     mx.add_argument("--out", default="docs/compatibility.md")
     mx.set_defaults(func=_matrix)

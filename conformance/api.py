@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conformance import runner, spec
+from conformance import clauses, runner
 from conformance.golden import Case
 
 SHOWN = 25  # failing runs listed in full in the message
@@ -32,10 +32,10 @@ def assert_conforms(fn, loss: str = "cross_entropy", framework: str = "torch",
     selected = [c for c in cases if isinstance(c, Case) and c.loss == loss]
     if not selected:
         raise ValueError(f"no golden case of {loss!r} in the cases given")
-    unknown = sorted(set(dtypes or ()) - set(spec.DTYPES))
+    unknown = sorted(set(dtypes or ()) - set(clauses.DTYPES))
     if unknown:
-        raise ValueError(f"dtypes must be among {spec.DTYPES}, got {unknown}")
-    run_dtypes = [d for d in (dtypes or spec.DTYPES) if d in adapter.dtypes]
+        raise ValueError(f"dtypes must be among {clauses.DTYPES}, got {unknown}")
+    run_dtypes = [d for d in (dtypes or clauses.DTYPES) if d in adapter.dtypes]
     records = runner.run([adapter], selected, run_dtypes)
     failing = [r for r in records if r.status == runner.FAIL]
     if failing:

@@ -19,10 +19,10 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from conformance import exact, reference, spec
+from conformance import clauses, exact, reference
 from conformance.golden import Case
 
-ALL = spec.DTYPES
+ALL = clauses.DTYPES
 REDUCTIONS = ("none", "mean", "sum")
 WEIGHTS = ("float64", "float32")
 LOSSES = {

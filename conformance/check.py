@@ -27,7 +27,7 @@ import inspect
 
 import numpy as np
 
-from conformance import reference, spec
+from conformance import clauses, reference
 from conformance.adapters import Adapter, Outcome
 from conformance.adapters import runners
 from conformance.golden import Case
@@ -71,7 +71,7 @@ def peer_deviations(fn) -> tuple[str, dict[str, str]]:
     module = getattr(fn, "__module__", "") or ""
     if module.startswith("torch.nn.functional") or module == "torch._C._nn" or (
             module.startswith("torch") and getattr(fn, "__name__", "") in _torch_losses()):
-        return "torch.nn.functional", spec.torch_deviations()
+        return "torch.nn.functional", clauses.torch_deviations()
     if module.split(".")[0] == "optax":
         from conformance.adapters.optax import ADAPTER
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from conformance import spec
+from conformance import clauses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +26,7 @@ def compare(got, want, dtype: str, zero_mask=None, tolerance=None) -> Comparison
     ``max|got - want| <= atol + rtol * max|want|`` with the spec's tolerance for ``dtype``
     (or ``tolerance``, to hold a peer to a stricter standard).
     """
-    tol = tolerance or spec.tolerances()[dtype]
+    tol = tolerance or clauses.tolerances()[dtype]
     got = np.asarray(got, dtype=np.float64)
     want = np.asarray(want, dtype=np.float64)
     if got.shape != want.shape:

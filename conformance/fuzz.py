@@ -29,7 +29,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from conformance import cases as definitions
-from conformance import golden, runner, spec
+from conformance import clauses, golden, runner
 from conformance.adapters import Adapter
 from conformance.compare import compare
 from conformance.golden import Case
@@ -85,7 +85,7 @@ def draws(draw) -> Draw:
         pos_weighted=draw(st.booleans()),
         reduction=draw(st.sampled_from(["mean", "sum", "none"])),
         gamma=draw(st.sampled_from([0.0, 0.5, 2.0])),
-        dtype=draw(st.sampled_from(spec.DTYPES)),
+        dtype=draw(st.sampled_from(clauses.DTYPES)),
         seed=draw(st.integers(0, 2 ** 31 - 1)),
     )
 

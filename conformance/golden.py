@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from conformance import spec
+from conformance import clauses
 
 FORMAT = "wce-golden/1"
 ERROR_KINDS = ("ValueError", "TypeError")
@@ -183,10 +183,10 @@ def _decode_case(obj: dict, source: str) -> Case:
 
 
 def _validate(case: Case, where: str) -> None:
-    unknown = sorted(set(case.dtypes) - set(spec.DTYPES))
+    unknown = sorted(set(case.dtypes) - set(clauses.DTYPES))
     if unknown or not case.dtypes:
         raise GoldenFormatError(f"{where}: dtypes {case.dtypes} must be a non-empty subset "
-                                f"of {spec.DTYPES}")
+                                f"of {clauses.DTYPES}")
     if not case.clauses:
         raise GoldenFormatError(f"{where}: names no clause")
     if case.is_error:
@@ -207,7 +207,7 @@ def _validate(case: Case, where: str) -> None:
 
 
 def case_files(directory: Path | None = None) -> list[Path]:
-    directory = directory or spec.spec_dir() / "cases"
+    directory = directory or clauses.spec_dir() / "cases"
     return sorted(directory.glob("*.json"))
 
 

@@ -18,7 +18,7 @@ import platform
 from collections import defaultdict
 
 from conformance import adapters as adapter_registry
-from conformance import runner, spec
+from conformance import clauses, runner
 from conformance.runner import DEVIATES, FAIL, NA, PASS, Failure, Record
 
 #: The failure kinds a cell names (in this order), and the words it uses.
@@ -63,7 +63,7 @@ def table(records: list[Record], names: list[str]) -> list[list[str]]:
         for clause in r.unchecked:  # e.g. gradients of an implementation without them
             by_clause[(clause, r.impl)].append(Record(r.case, r.impl, r.dtype, NA, []))
     return [[clause] + [cell(by_clause[(clause, name)]) for name in names]
-            for clause in spec.clauses()]
+            for clause in clauses.clauses()]
 
 
 def markdown(records: list[Record], loaded: list, dtypes: list[str]) -> str:

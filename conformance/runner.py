@@ -12,7 +12,7 @@ import warnings
 from collections import Counter, defaultdict
 from typing import Callable, Iterable, TextIO
 
-from conformance import spec
+from conformance import clauses
 from conformance.adapters import Adapter, derivative_arguments
 from conformance.compare import Comparison, compare
 from conformance.golden import Case
@@ -421,7 +421,7 @@ def evidence(r: Record) -> dict[str, str]:
 
 def clause_summary(records: list[Record]) -> dict[str, dict[str, Counter]]:
     """clause -> implementation -> status -> runs, from each run's :func:`evidence`."""
-    table: dict[str, dict[str, Counter]] = {c: defaultdict(Counter) for c in spec.clauses()}
+    table: dict[str, dict[str, Counter]] = {c: defaultdict(Counter) for c in clauses.clauses()}
     for r in records:
         for clause, status in evidence(r).items():
             table.setdefault(clause, defaultdict(Counter))[r.impl][status] += 1

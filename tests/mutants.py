@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from conformance import reference, spec
+from conformance import clauses, reference
 from conformance.adapters import Adapter, Outcome, split_args
 from conformance.adapters.runners import run_torch
 
@@ -200,7 +200,7 @@ class MutantAdapter(Adapter):
         self.description = self.fn.__doc__
         if name in TORCH_MUTANTS:  # run as wce_torch is; built on torch, so its departures
             self.gradients = self.derivatives = True
-            self.deviations = spec.torch_deviations()
+            self.deviations = clauses.torch_deviations()
 
     def call(self, case, dtype, traced):
         if self.name in TORCH_MUTANTS:

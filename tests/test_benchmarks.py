@@ -220,9 +220,9 @@ def test_a_case_that_disagrees_with_its_reference_is_an_error_row_with_the_numbe
 def test_agreement_is_conformances_comparison_with_the_specs_tolerance():
     import numpy as np
 
-    from conformance import compare, spec
+    from conformance import clauses, compare
 
-    f32 = spec.tolerances()["float32"]
+    f32 = clauses.tolerances()["float32"]
     # An all-zero expected value (a gradient that vanishes): the relative difference is
     # the absolute one, as conformance reports it (not infinity), and only atol applies.
     zeros = np.zeros(4)
@@ -237,7 +237,7 @@ def test_agreement_is_conformances_comparison_with_the_specs_tolerance():
                              {"d_x": zeros})["max_rel_diff"]["d_x"] == f32.atol / 2
     assert not harness.agreement({"d_x": zeros + f32.atol * 2}, {"d_x": zeros})["agree"]
     # the tolerance is SPEC.md's for the dtype asked for
-    bf16 = spec.tolerances()["bfloat16"]
+    bf16 = clauses.tolerances()["bfloat16"]
     assert bf16.rtol > f32.rtol
     close = {"loss": np.array(1.0 + bf16.rtol / 2)}
     assert not harness.agreement(close, {"loss": np.array(1.0)})["agree"]
@@ -294,7 +294,7 @@ def test_a_backward_step_times_only_its_run_and_modes_pair_with_their_own_baseli
 
 def test_gpu_check_dry_run_on_the_cpu_and_says_when_there_is_no_gpu(tmp_path):
     from benchmarks import gpu_check
-    from conformance import spec
+    from conformance import clauses
 
     script = ROOT / "benchmarks" / "gpu_check.sh"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -324,5 +324,5 @@ def test_gpu_check_dry_run_on_the_cpu_and_says_when_there_is_no_gpu(tmp_path):
     assert {(r["case"], r["status"]) for r in lce["rows"]} == {
         (c, "ok") for c in ("lce/jax_unfused", "lce/wce_jax", "lce/torch_unfused",
                             "lce/wce_torch")}
-    bf16 = spec.tolerances()["bfloat16"]
+    bf16 = clauses.tolerances()["bfloat16"]
     assert all(r["agreement"]["rtol"] == bf16.rtol for r in lce["rows"] if r["agreement"])

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from conformance import adapters, golden, runner, spec
+from conformance import adapters, clauses, golden, runner
 from conformance.__main__ import main
 from tests.mutants import MutantAdapter
 
@@ -117,7 +117,7 @@ def test_malformed_golden_file_is_named(tmp_path, capsys):
     assert "nll_loss.json" in err and obj["cases"][3]["id"] in err
 
 
-@pytest.mark.parametrize("dtype", spec.DTYPES)
+@pytest.mark.parametrize("dtype", clauses.DTYPES)
 def test_dtype_option(dtype, capsys):
     code = main(["run", "--impl", "reference", "--dtype", dtype, "--case", "ce-unbatched"])
     assert code == 0
@@ -206,7 +206,7 @@ def test_matrix_writes_the_compatibility_table(tmp_path, capsys):
     assert main(["matrix", "--impl", "reference", "--impl", "torch", "--dtype", "float64",
                  "--out", str(out)]) == 0
     text = out.read_text()
-    for clause in spec.clauses():
+    for clause in clauses.clauses():
         assert f"| `{clause}` |" in text
     assert "| `DP-GLOBAL` | pass | deviates NaN/inf" in text  # DDP's mean of means
     assert "| `FOCAL-SIGMOID` | pass | n/a |" in text          # torch has no focal loss

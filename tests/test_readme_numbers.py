@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conformance import reference, spec
+from conformance import clauses, reference
 from conformance.golden import load_cases
 
 README_PATH = Path(__file__).resolve().parent.parent / "README.md"
@@ -39,7 +39,7 @@ def test_which_weights_table():
 
 
 def test_counts_of_clauses_and_cases():
-    assert f"{len(spec.clauses())} clauses" in README
+    assert f"{len(clauses.clauses())} clauses" in README
     assert f"{len(load_cases())} golden cases" in README
 
 

@@ -6,35 +6,35 @@ import re
 
 import numpy as np
 
-from conformance import spec
+from conformance import clauses
 
 
 def test_every_clause_has_a_case(cases):
     covered = {c for case in cases for c in case.clauses}
-    missing = [c for c in spec.clauses() if c not in covered]
+    missing = [c for c in clauses.clauses() if c not in covered]
     assert not missing, f"clauses with no golden case: {missing}"
 
 
 def test_every_case_names_existing_clauses(cases):
-    known = set(spec.clauses())
+    known = set(clauses.clauses())
     unknown = {(case.id, c) for case in cases for c in case.clauses if c not in known}
     assert not unknown, f"cases naming clauses SPEC.md does not define: {sorted(unknown)}"
 
 
 def test_spec_references_resolve():
-    undefined = spec.referenced_ids() - set(spec.clauses())
+    undefined = clauses.referenced_ids() - set(clauses.clauses())
     assert not undefined, f"SPEC.md mentions undefined clauses: {sorted(undefined)}"
 
 
 def test_every_clause_states_torch_behaviour():
     """Every clause heading of SPEC.md, found with a loose pattern, carries a torch mark
-    that spec.clauses() reads: a heading with a missing or misspelt mark ("*torch:
+    that clauses.clauses() reads: a heading with a missing or misspelt mark ("*torch:
     similar*", "*Torch: same*") would otherwise drop out of the clause list unseen."""
-    text = (spec.spec_dir() / "SPEC.md").read_text(encoding="utf-8")
+    text = (clauses.spec_dir() / "SPEC.md").read_text(encoding="utf-8")
     headings = re.findall(r"^\*\*\[([A-Z][A-Z0-9-]*)\]\*\*", text, flags=re.MULTILINE)
     marks = re.findall(r"^\*\*\[([A-Z][A-Z0-9-]*)\]\*\*\s*\*\s*torch\s*:\s*([^\s*.:(]*)", text,
                        flags=re.MULTILINE | re.IGNORECASE)
-    parsed = spec.clauses()
+    parsed = clauses.clauses()
     assert len(headings) == len(marks) == len(parsed) > 0, (len(headings), len(marks),
                                                              len(parsed))
     for clause_id, mark in marks:
@@ -59,6 +59,6 @@ def test_case_count_and_spread(cases):
 
 
 def test_tolerances_cover_every_dtype():
-    table = spec.tolerances()
-    assert set(table) == set(spec.DTYPES)
+    table = clauses.tolerances()
+    assert set(table) == set(clauses.DTYPES)
     assert all(t.rtol > 0 and t.atol >= 0 for t in table.values())

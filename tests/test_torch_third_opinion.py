@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from conformance import adapters, golden, runner, spec
-from conformance.spec import Tolerance
+from conformance import adapters, clauses, golden, runner
+from conformance.clauses import Tolerance
 
 pytest.importorskip("torch")
 
@@ -25,7 +25,7 @@ def records():
 
 
 def test_torch_agrees_to_1e12_relative(records, monkeypatch):
-    monkeypatch.setattr(spec, "tolerances", lambda: {"float64": STRICT})
+    monkeypatch.setattr(clauses, "tolerances", lambda: {"float64": STRICT})
     strict = [runner.run_case(adapters.load("torch"), case, "float64")
               for case in golden.load_cases()]
     failures = [r for r in strict if r.status == runner.FAIL]
@@ -34,7 +34,7 @@ def test_torch_agrees_to_1e12_relative(records, monkeypatch):
 
 
 def test_every_torch_failure_is_a_documented_departure(records):
-    deviations = spec.torch_deviations()
+    deviations = clauses.torch_deviations()
     for r in records:
         if r.status == runner.DEVIATES:
             assert r.detail.startswith("[") and any(c in deviations for c in r.clauses)
@@ -42,10 +42,10 @@ def test_every_torch_failure_is_a_documented_departure(records):
 
 def test_every_documented_departure_shows(records):
     shown = {c for r in records if r.status == runner.DEVIATES for c in r.clauses
-             if c in spec.torch_deviations()}
+             if c in clauses.torch_deviations()}
     all_dtypes = [runner.run_case(adapters.load("torch"), case, dtype)
                   for case in golden.load_cases() for dtype in case.dtypes
                   if dtype in runner.HALF]
     shown |= {c for r in all_dtypes if r.status == runner.DEVIATES for c in r.clauses
-              if c in spec.torch_deviations()}
-    assert shown == set(spec.torch_deviations())
+              if c in clauses.torch_deviations()}
+    assert shown == set(clauses.torch_deviations())

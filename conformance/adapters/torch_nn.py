@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from conformance import spec
+from conformance import clauses
 from conformance.adapters import TORCH_LOSSES, Adapter
 from conformance.adapters.runners import DEVICE, run_torch
 
@@ -28,7 +28,7 @@ class TorchAdapter(Adapter):
     name = "torch"
     description = f"torch.nn.functional (torch {torch.__version__}, {DEVICE}); DDP for shards"
     losses = TORCH_LOSSES
-    deviations = spec.torch_deviations()
+    deviations = clauses.torch_deviations()
     supports_shards = True  # as DDP does it: the mean of the per-rank losses
     derivatives = True  # torch.func.jvp and double backward
 
