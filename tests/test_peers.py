@@ -38,7 +38,7 @@ MAY_RAISE = {
         *[(c, d) for c in ("ce-unbatched-weighted-none", "ce-unbatched-weighted-mean",
                            "ce-unbatched-weighted-sum", "ce-unbatched-ignored-mean",
                            "ce-unbatched-ignored-sum", "nll-unbatched-mean",
-                           "nll-unbatched-none")
+                           "nll-unbatched-none", "hvp-ce-unbatched-mean")
           for d in ("float64", "float32", "float16")],
         # N = 0: SoftmaxCrossEntropyLoss's Reshape rejects a zero-size shape
         *[(c, d) for c in ("ce-empty-batch-none", "ce-empty-batch-mean",
