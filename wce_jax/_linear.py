@@ -96,6 +96,9 @@ def _linear_cross_entropy(hidden, weight, target, class_weight, *, options, redu
     w = jax.lax.stop_gradient(core.class_weights_or_ones(class_weight, vocab, dtype))
     valid, y, w_y, _ = core.class_terms(target.reshape(-1), w, vocab, options.ignore_index)
     h = hidden.reshape(-1, hidden.shape[-1])
+    # A chunk of at most the rows there are: no padding rows beyond them (under jacfwd,
+    # jacrev or vmap every padding row would be computed once per direction).
+    options = dataclasses.replace(options, chunk=max(1, min(options.chunk, h.shape[0])))
     weight, w = core.varying_like(h, weight, w)
     if reduction == "none":
         losses = _rows(h, weight, y, valid, w_y, w, options)
