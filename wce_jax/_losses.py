@@ -382,7 +382,9 @@ def _ce_elements_jvp(eps, strategy, primals, tangents):
     terms = [None, None, None]
     if _perturbed(dx):
         grad = _ce_gradient(shifted, e, log_s, y, valid, w_y, w, eps, strategy)
-        terms[0] = jnp.sum(grad * dx, axis=-1)
+        # Masked, so that its transpose masks the upstream gradient: a NaN mean's
+        # ignored rows get exactly 0 [EDGE-ZERO-WEIGHT-SUM].
+        terms[0] = jnp.where(valid, jnp.sum(grad * dx, axis=-1), 0.0)
     if _perturbed(dw_y):
         terms[1] = jnp.where(valid, (1.0 - eps) * nll * dw_y, 0.0)
     if _perturbed(dw) and eps:
@@ -409,10 +411,12 @@ def _nll_elements_jvp(primals, tangents):
     losses = _nll_elements(x, y, valid, bad, w_y)
     terms = [None, None]
     if _perturbed(dx):
-        onehot = (jnp.arange(x.shape[-1]) == y[..., None]) & valid[..., None]
-        grad = jnp.where(onehot, -w_y[..., None], 0.0)
-        grad = jnp.where(bad[..., None], jnp.nan, grad)
-        terms[0] = jnp.sum(grad * dx.astype(grad.dtype), axis=-1)
+        # The entries other than (i, y_i) are selected away, not multiplied by 0, so
+        # that the transpose is exactly 0 there even for a NaN upstream gradient.
+        picked_dx = jnp.sum(jnp.where((jnp.arange(x.shape[-1]) == y[..., None])
+                                      | bad[..., None], dx, 0.0), axis=-1)
+        coef = jnp.where(bad, jnp.nan, -w_y)
+        terms[0] = jnp.where(valid, coef * picked_dx.astype(w_y.dtype), 0.0)
     if _perturbed(dw_y):
         picked = jnp.take_along_axis(x, y[..., None], axis=-1)[..., 0].astype(w_y.dtype)
         terms[1] = jnp.where(valid, -picked * dw_y, 0.0)
