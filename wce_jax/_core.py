@@ -55,22 +55,35 @@ def class_terms(target, w, num_classes, ignore_index):
     return valid, y, w_y, bad
 
 
-def reduce(losses, target_weights, reduction, axis_name=None):
+def reduce(losses, target_weights, reduction, axis_name=None, valid=None):
     """[CE-NONE] [CE-SUM] [CE-MEAN]; ``target_weights=None`` means the plain mean.
 
-    A mean over zero weight is undefined: it divides by NaN, so its gradient is NaN for
+    A mean over zero weight is undefined: its value is NaN, and its gradient is NaN for
     valid elements and exactly zero for ignored ones [EDGE-ZERO-WEIGHT-SUM]
-    [EDGE-ALL-IGNORED] [EDGE-EMPTY]. With ``axis_name``, numerator and denominator are
-    summed over that named axis first: the global mean of all shards [DP-GLOBAL].
+    [EDGE-ALL-IGNORED] [EDGE-EMPTY]; with ``valid`` (the mask of non-ignored elements)
+    its tangent is 0 when every element is ignored and NaN otherwise [JVP]. With
+    ``axis_name``, numerator and denominator are summed over that named axis first: the
+    global mean of all shards [DP-GLOBAL].
     """
     if reduction == "none":
         return losses
     total = all_reduced(jnp.sum(losses), axis_name)
     if reduction == "sum":
         return total
-    count = losses.size if target_weights is None else jnp.sum(target_weights)
-    count = all_reduced(count, axis_name)
-    return total / jnp.where(count == 0, jnp.nan, count)
+    if target_weights is None:
+        count = all_reduced(losses.size, axis_name)
+        return total / jnp.where(count == 0, jnp.nan, count)
+    if valid is None:
+        count = all_reduced(jnp.sum(target_weights), axis_name)
+        return total / jnp.where(count == 0, jnp.nan, count)
+    count, num_valid = all_reduced(
+        jnp.stack([jnp.sum(target_weights), jnp.sum(valid, dtype=target_weights.dtype)]),
+        axis_name)
+    # Divided by NaN if some element is valid, else by infinity: total is 0 then, and so
+    # is its tangent; the value is NaN either way.
+    undefined = jnp.where(num_valid == 0, jnp.inf, jnp.nan)
+    nan_if_undefined = jnp.where(count == 0, jnp.nan, 0.0).astype(total.dtype)
+    return total / jnp.where(count == 0, undefined, count) + nan_if_undefined
 
 
 def all_reduced(value, axis_name):

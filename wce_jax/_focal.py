@@ -85,6 +85,11 @@ def _modulating(u, gamma):
     infinite but the loss's gradient tends to 0."""
     if gamma == 0:
         return jnp.ones_like(u)
+    if float(gamma).is_integer():
+        # A product of u's (as a peer's u ** 2), not exp(gamma log u): 0 at u = 0 with a
+        # derivative gamma u^(gamma-1) that is 0 there too for gamma >= 2, and for gamma = 1
+        # multiplies u', itself 0 where u underflows to 0.
+        return jax.lax.integer_pow(u, int(gamma))
     return jnp.where(u > 0, jnp.where(u > 0, u, 1.0) ** gamma, 0.0)
 
 
@@ -112,4 +117,4 @@ def _softmax_focal(logits, target, alpha, *, gamma, ignore_index, reduction, axi
     lp_y = jnp.take_along_axis(jax.nn.log_softmax(x, axis=-1), y[..., None], axis=-1)[..., 0]
     u = -jnp.expm1(lp_y)  # 1 - p_y without cancellation
     losses = jnp.where(valid, w_y * _modulating(u, gamma) * -lp_y, 0.0)
-    return core.reduce(losses, w_y, reduction, axis_name).astype(logits.dtype)
+    return core.reduce(losses, w_y, reduction, axis_name, valid).astype(logits.dtype)

@@ -104,6 +104,9 @@ def _linear_cross_entropy(hidden, weight, target, class_weight, *, options, redu
     w = jax.lax.stop_gradient(core.class_weights_or_ones(class_weight, vocab, dtype))
     valid, y, w_y, _ = core.class_terms(target.reshape(-1), w, vocab, options.ignore_index)
     h = hidden.reshape(-1, hidden.shape[-1])
+    # A chunk of at most the rows there are: no padding rows beyond them (under jacfwd,
+    # jacrev or vmap every padding row would be computed once per direction).
+    options = dataclasses.replace(options, chunk=max(1, min(options.chunk, h.shape[0])))
     weight, w = core.varying_like(h, weight, w)
     if reduction == "none":
         losses = _rows(h, weight, y, valid, w_y, w, options)
@@ -129,9 +132,23 @@ def _chunk_terms(h, weight, y, valid, w_y, w, r, options, with_grad):
     """One chunk: per-row losses, and with ``with_grad`` the chunk's gradients for the
     per-row upstream factors ``r``: ``(losses, d hidden, d weight)``."""
     dtype = w.dtype
+    losses, grad = _chunk_logits_terms(h, weight, y, valid, w_y, w, r, options, with_grad)
+    if not with_grad:
+        return losses
+    d_hidden = jax.lax.dot_general(grad, weight, (((1,), (0,)), ((), ())),
+                                   preferred_element_type=dtype)
+    d_weight = jax.lax.dot_general(grad, h, (((0,), (0,)), ((), ())),
+                                   preferred_element_type=dtype)
+    return losses, d_hidden, d_weight
+
+
+def _chunk_logits_terms(h, weight, y, valid, w_y, w, r, options, with_grad):
+    """One chunk's per-row losses and, with ``with_grad``, the gradient with respect to
+    the pre-softcap logits ``a`` for the per-row upstream factors ``r`` [LCE-GRAD]."""
+    dtype = w.dtype
     a = jax.lax.dot_general(h, weight, (((1,), (1,)), ((), ())), preferred_element_type=dtype)
     z = a if options.softcap is None else options.softcap * jnp.tanh(a / options.softcap)
-    m = jnp.max(z, axis=-1, keepdims=True)
+    m = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))  # a shift, no tangent
     e = jnp.exp(z - m)
     s = jnp.sum(e, axis=-1)
     log_s = jnp.log(s)
@@ -145,7 +162,7 @@ def _chunk_terms(h, weight, y, valid, w_y, w, r, options, with_grad):
         losses = losses + options.z_loss * w_y * lse ** 2  # [LCE-ZLOSS]
     losses = jnp.where(valid, losses, 0.0)
     if not with_grad:
-        return losses
+        return losses, None
     # [GRAD-CE] with the z-loss term 2 z_loss w[y] lse p, then the softcap's chain rule.
     c = r * (1.0 - options.eps) * w_y
     smooth = r * (options.eps / vocab)
@@ -157,11 +174,7 @@ def _chunk_terms(h, weight, y, valid, w_y, w, r, options, with_grad):
     grad = jnp.where(valid[:, None], grad, 0.0)
     if options.softcap is not None:
         grad = grad * (1.0 - (z / options.softcap) ** 2)
-    d_hidden = jax.lax.dot_general(grad, weight, (((1,), (0,)), ((), ())),
-                                   preferred_element_type=dtype)
-    d_weight = jax.lax.dot_general(grad, h, (((0,), (0,)), ((), ())),
-                                   preferred_element_type=dtype)
-    return losses, d_hidden, d_weight
+    return losses, grad
 
 
 def _scan_gradients(h, weight, y, valid, w_y, w, r, options):
@@ -181,46 +194,71 @@ def _scan_gradients(h, weight, y, valid, w_y, w, r, options):
             d_weight.astype(weight.dtype))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(7,))
 def _scaled_total(h, weight, y, valid, w_y, w, scale, options):
-    return _scaled_total_fwd(h, weight, y, valid, w_y, w, scale, options)[0]
-
-
-def _scaled_total_fwd(h, weight, y, valid, w_y, w, scale, options):
-    """``scale * sum_i l_i`` with its gradients, computed in the same pass."""
-    r = jnp.broadcast_to(scale, y.shape).astype(w.dtype)
-    losses, d_hidden, d_weight = _scan_gradients(h, weight, y, valid, w_y, w, r, options)
-    return scale * jnp.sum(losses), (d_hidden, d_weight)
-
-
-def _scaled_total_bwd(options, residuals, ct):
-    d_hidden, d_weight = residuals
-    return (ct * d_hidden).astype(d_hidden.dtype), (ct * d_weight).astype(d_weight.dtype), \
-        None, None, None, None, None
-
-
-_scaled_total.defvjp(_scaled_total_fwd, _scaled_total_bwd)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def _rows(h, weight, y, valid, w_y, w, options):
-    return _rows_fwd(h, weight, y, valid, w_y, w, options)[0]
-
-
-def _rows_fwd(h, weight, y, valid, w_y, w, options):
-    """Per-row losses (``"none"``); the backward recomputes the chunks' logits."""
     n = h.shape[0]
     xs = _chunks(options, n, h, y, valid, w_y)
     losses = jax.lax.map(lambda c: _chunk_terms(*c[:1], weight, *c[1:], w, None, options,
                                                 with_grad=False), xs)
-    return losses.reshape(-1)[:n], (h, weight, y, valid, w_y, w)
+    return scale * jnp.sum(losses)
 
 
-def _rows_bwd(options, residuals, ct):
-    h, weight, y, valid, w_y, w = residuals
-    _, d_hidden, d_weight = _scan_gradients(h, weight, y, valid, w_y, w,
-                                            ct.astype(w.dtype), options)
-    return d_hidden, d_weight, None, None, None, None
+@functools.partial(_scaled_total.defjvp, symbolic_zeros=True)
+def _scaled_total_jvp(options, primals, tangents):
+    """``scale * sum_i l_i`` and its gradients, computed in the same pass; the tangent is
+    ``<d hidden, t_hidden> + <d weight, t_weight>`` [JVP], which JAX transposes into the
+    gradients times the upstream scalar, and differentiates for the HVP [HVP-LCE]."""
+    h, weight, y, valid, w_y, w, scale = primals
+    dh, dweight = tangents[:2]
+    r = jnp.broadcast_to(scale, y.shape).astype(w.dtype)
+    losses, d_hidden, d_weight = _scan_gradients(h, weight, y, valid, w_y, w, r, options)
+    total = scale * jnp.sum(losses)
+    tangent = jnp.zeros_like(total)
+    if _perturbed(dh):
+        tangent = tangent + jnp.sum(d_hidden.astype(w.dtype) * dh.astype(w.dtype))
+    if _perturbed(dweight):
+        tangent = tangent + jnp.sum(d_weight.astype(w.dtype) * dweight.astype(w.dtype))
+    return total, tangent
 
 
-_rows.defvjp(_rows_fwd, _rows_bwd)
+def _perturbed(t) -> bool:
+    return not isinstance(t, jax.custom_derivatives.SymbolicZero)
+
+
+def _rows(h, weight, y, valid, w_y, w, options):
+    """Per-row losses (``"none"``). Each chunk is rematerialized in the backward pass
+    (``jax.checkpoint``): reverse mode keeps no chunk's logits, and recomputes them once
+    with the per-row upstream gradient."""
+    n = h.shape[0]
+    xs = _chunks(options, n, h, y, valid, w_y)
+
+    @jax.checkpoint
+    def one_chunk(weight, c):
+        h_c, y_c, valid_c, w_y_c = c
+        return _chunk_rows(h_c, weight, y_c, valid_c, w_y_c, w, options)
+
+    losses = jax.lax.map(lambda c: one_chunk(weight, c), xs)
+    return losses.reshape(-1)[:n]
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(6,))
+def _chunk_rows(h, weight, y, valid, w_y, w, options):
+    return _chunk_logits_terms(h, weight, y, valid, w_y, w, None, options, False)[0]
+
+
+@functools.partial(_chunk_rows.defjvp, symbolic_zeros=True)
+def _chunk_rows_jvp(options, primals, tangents):
+    """[JVP] of one chunk's rows: ``sum_c G_ic da_ic`` with
+    ``da = t_hidden weight^T + hidden t_weight^T``."""
+    h, weight, y, valid, w_y, w = primals
+    dh, dweight = tangents[:2]
+    ones = jnp.ones(y.shape, w.dtype)
+    losses, grad = _chunk_logits_terms(h, weight, y, valid, w_y, w, ones, options, True)
+    da = jnp.zeros_like(grad)
+    if _perturbed(dh):
+        da = da + jax.lax.dot_general(dh, weight, (((1,), (1,)), ((), ())),
+                                      preferred_element_type=w.dtype)
+    if _perturbed(dweight):
+        da = da + jax.lax.dot_general(h, dweight, (((1,), (1,)), ((), ())),
+                                      preferred_element_type=w.dtype)
+    return losses, jnp.sum(grad * da, axis=-1)

@@ -4,9 +4,12 @@ Names and arguments follow ``torch.nn.functional``; ``axis`` is the class axis (
 channels-last convention by default, ``axis=1`` for torch's layout). Half-precision
 inputs are computed in float32 and rounded once at the end [GEN-HALF].
 
-The class-target losses run through custom VJPs whose backward pass is one fused
-elementwise expression (softmax minus one-hot, scaled per row), so training keeps no
-logits-sized buffer beyond the logits and their gradient.
+The class-target losses and the binary cross-entropy of probabilities run through custom
+JVPs that are linear in the tangents: JAX transposes them for reverse mode, where the
+backward pass is one fused elementwise expression (softmax minus one-hot, scaled per
+row), so training keeps no logits-sized buffer beyond the logits and their gradient; and
+forward mode, ``jax.linearize``, ``jacfwd`` and second derivatives work as for any JAX
+function (spec section 18).
 """
 
 from __future__ import annotations
@@ -215,7 +218,7 @@ def _class_cross_entropy(logits, target, weight, *, ignore_index, eps, reduction
     valid, y, w_y, _ = core.class_terms(target, w, x.shape[-1], ignore_index)
     (w,) = core.varying_like(x, w)
     losses = _ce_elements(x.astype(dtype), y, valid, w_y, w, eps, strategy)
-    return core.reduce(losses, w_y, reduction, axis_name).astype(logits.dtype)
+    return core.reduce(losses, w_y, reduction, axis_name, valid).astype(logits.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("eps", "reduction", "axis", "axis_name"))
@@ -240,7 +243,7 @@ def _nll(log_probs, target, weight, *, ignore_index, reduction, axis, axis_name)
     w = core.class_weights_or_ones(weight, x.shape[-1], dtype)
     valid, y, w_y, bad = core.class_terms(target, w, x.shape[-1], ignore_index)
     losses = _nll_elements(x, y, valid, bad, w_y)
-    return core.reduce(losses, w_y, reduction, axis_name).astype(log_probs.dtype)
+    return core.reduce(losses, w_y, reduction, axis_name, valid).astype(log_probs.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("reduction", "axis_name"))
@@ -315,22 +318,37 @@ def _strategy(eps: float) -> str:
 
 
 # ----------------------------------------------------------------------------------
-# Class-index cross-entropy: per-element losses with a fused backward pass.
+# Per-element losses with custom JVPs. Each JVP rule is linear in the tangents: the
+# tangent of element i is sum_c G_ic t_ic, with G the gradient of spec section 9 for an
+# upstream 1 [JVP]. JAX transposes it for reverse mode (the gradient is ct_i G_i, one
+# fused elementwise product), and differentiates the rule's G for second derivatives
+# [HVP-CE] [HVP-NLL] [HVP-BCE]. Tangents of unperturbed arguments (weights, targets)
+# are symbolic zeros, so their terms cost nothing unless asked for.
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _perturbed(t) -> bool:
+    return not isinstance(t, jax.custom_derivatives.SymbolicZero)
+
+
+def _tangent(*terms):
+    """The sum of the terms that are not None (a JVP rule's tangent output)."""
+    terms = [t for t in terms if t is not None]
+    return functools.reduce(jnp.add, terms)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(5, 6))
 def _ce_elements(x, y, valid, w_y, w, eps, strategy):
-    return _ce_elements_fwd(x, y, valid, w_y, w, eps, strategy)[0]
+    return _ce_losses(x, y, valid, w_y, w, eps, strategy)[0]
 
 
-def _ce_elements_fwd(x, y, valid, w_y, w, eps, strategy):
+def _ce_losses(x, y, valid, w_y, w, eps, strategy):
     """Per-element [CE-ELEM] [CE-SMOOTH], with the shifted log-softmax of spec section 0.
 
     ``x`` is in the computation dtype, class axis last. The smoothing term
     ``sum_c w_c * -lp_c = W log_s - sum_c w_c (x_c - m)`` is summed relative to the row
-    maximum, so large logits do not cancel.
+    maximum, so large logits do not cancel. Also returns what the gradient is made of.
     """
-    m = jnp.max(x, axis=-1, keepdims=True)
+    m = jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))  # a shift, no tangent
     shifted = x - m
     e = jnp.exp(shifted)
     log_s = jnp.log(jnp.sum(e, axis=-1))
@@ -340,87 +358,111 @@ def _ce_elements_fwd(x, y, valid, w_y, w, eps, strategy):
     if eps:
         weighted = shifted @ w if strategy == "shifted" else jnp.sum(w * shifted, axis=-1)
         losses = losses + (eps / x.shape[-1]) * (jnp.sum(w) * log_s - weighted)
-    kept = {"logits": x, "exp": e, "shifted": shifted}[strategy]
-    return jnp.where(valid, losses, 0.0), (kept, y, valid, w_y, w, m, log_s, nll)
+    return jnp.where(valid, losses, 0.0), (shifted, e, log_s, nll)
 
 
-def _ce_elements_bwd(eps, strategy, residuals, ct):
-    """[GRAD-CE]: row i is ``ct_i (1-eps) w[y_i] (p_i - e_{y_i}) + ct_i (eps/C) (W p_i - w)``.
+def _ce_gradient(shifted, e, log_s, y, valid, w_y, w, eps, strategy):
+    """[GRAD-CE] for an upstream 1: row i is ``(1-eps) w[y_i] (p_i - e_{y_i}) +
+    (eps/C) (W p_i - w)``, exactly zero for ignored rows.
 
-    One fused elementwise expression over the kept array; ignored rows are exactly zero.
-    The scalar ``ct_i (1-eps) w[y_i]`` is formed first, so a zero-weight mean
-    (``ct = NaN``) gives NaN rows [EDGE-ZERO-WEIGHT-SUM].
-    """
-    kept, y, valid, w_y, w, m, log_s, nll = residuals
-    num_classes = kept.shape[-1]
-    shifted = kept - m if strategy == "logits" else kept  # (unused for "exp")
+    ``strategy`` picks what ``p`` is computed from (see :func:`gradient_strategy`)."""
+    num_classes = shifted.shape[-1]
     if strategy == "exp":
-        p = kept * jnp.exp(-log_s)[..., None]
+        p = e * jnp.exp(-log_s)[..., None]
     else:
         p = jnp.exp(shifted - log_s[..., None])
-    coef = ct * (1.0 - eps) * w_y
-    onehot = jnp.arange(num_classes) == y[..., None]
-    grad = coef[..., None] * p - jnp.where(onehot, coef[..., None], 0.0)
-    ct_w = jnp.zeros_like(w)
+    coef = ((1.0 - eps) * w_y)[..., None]
     if eps:
-        smooth_ct = ct * (eps / num_classes)
-        grad = grad + smooth_ct[..., None] * (jnp.sum(w) * p - w)
-        minus_lp = jnp.where(valid[..., None], log_s[..., None] - shifted, 0.0)
-        ct_w = jnp.sum(jnp.where(valid, smooth_ct, 0.0)[..., None] * minus_lp,
-                       axis=tuple(range(kept.ndim - 1)))
-    grad_x = jnp.where(valid[..., None], grad, 0.0)
-    ct_w_y = jnp.where(valid, ct * (1.0 - eps) * nll, 0.0)
-    return grad_x, None, None, ct_w_y, ct_w
+        p_scale = coef + (eps / num_classes) * jnp.sum(w)
+        grad = p_scale * p - (eps / num_classes) * w
+    else:
+        grad = coef * p
+    grad = grad - jnp.where(jnp.arange(num_classes) == y[..., None], coef, 0.0)
+    return jnp.where(valid[..., None], grad, 0.0)
 
 
-_ce_elements.defvjp(_ce_elements_fwd, _ce_elements_bwd)
+@functools.partial(_ce_elements.defjvp, symbolic_zeros=True)
+def _ce_elements_jvp(eps, strategy, primals, tangents):
+    """[JVP] of [CE-ELEM] [CE-SMOOTH]: ``sum_c G_ic dx_ic``, plus the class weights'
+    terms ``(1-eps) nll_i dw_y_i + (eps/C) sum_c -lp_ic dw_c`` when they are perturbed."""
+    x, y, valid, w_y, w = primals
+    dx, _, _, dw_y, dw = tangents
+    losses, (shifted, e, log_s, nll) = _ce_losses(x, y, valid, w_y, w, eps, strategy)
+    terms = [None, None, None]
+    if _perturbed(dx):
+        grad = _ce_gradient(shifted, e, log_s, y, valid, w_y, w, eps, strategy)
+        # Masked, so that its transpose masks the upstream gradient: a NaN mean's
+        # ignored rows get exactly 0 [EDGE-ZERO-WEIGHT-SUM].
+        terms[0] = jnp.where(valid, jnp.sum(grad * dx, axis=-1), 0.0)
+    if _perturbed(dw_y):
+        terms[1] = jnp.where(valid, (1.0 - eps) * nll * dw_y, 0.0)
+    if _perturbed(dw) and eps:
+        minus_lp = log_s[..., None] - shifted
+        terms[2] = jnp.where(valid, (eps / x.shape[-1]) * (minus_lp @ dw), 0.0)
+    if all(t is None for t in terms):
+        return losses, jnp.zeros_like(losses)
+    return losses, _tangent(*terms)
 
 
-@jax.custom_vjp
+@jax.custom_jvp
 def _nll_elements(x, y, valid, bad, w_y):
-    return _nll_elements_fwd(x, y, valid, bad, w_y)[0]
-
-
-def _nll_elements_fwd(x, y, valid, bad, w_y):
     """Per-element [NLL-ELEM]."""
     picked = jnp.take_along_axis(x, y[..., None], axis=-1)[..., 0].astype(w_y.dtype)
-    return jnp.where(valid, -w_y * picked, 0.0), (x, y, valid, bad, w_y, picked)
+    return jnp.where(valid, -w_y * picked, 0.0)
 
 
-def _nll_elements_bwd(residuals, ct):
-    """[GRAD-NLL]: ``-ct_i w[y_i]`` at ``(i, y_i)``, zero elsewhere; NaN rows for bad targets."""
-    x, y, valid, bad, w_y, picked = residuals
-    ct = ct.astype(w_y.dtype)
-    onehot = jnp.arange(x.shape[-1]) == y[..., None]
-    grad = jnp.where(onehot & valid[..., None], (-ct * w_y)[..., None], 0.0)
-    grad_x = jnp.where(bad[..., None], jnp.nan, grad).astype(x.dtype)
-    return grad_x, None, None, None, jnp.where(valid, -ct * picked, 0.0)
+@functools.partial(_nll_elements.defjvp, symbolic_zeros=True)
+def _nll_elements_jvp(primals, tangents):
+    """[JVP] of [NLL-ELEM]: the tangent at ``(i, y_i)`` times ``-w[y_i]`` (NaN rows for bad
+    targets [TRACE-TARGET-RANGE]); linear in ``x``, so its HVP is 0 [HVP-NLL]."""
+    x, y, valid, bad, w_y = primals
+    dx, _, _, _, dw_y = tangents
+    losses = _nll_elements(x, y, valid, bad, w_y)
+    terms = [None, None]
+    if _perturbed(dx):
+        # The entries other than (i, y_i) are selected away, not multiplied by 0, so
+        # that the transpose is exactly 0 there even for a NaN upstream gradient.
+        picked_dx = jnp.sum(jnp.where((jnp.arange(x.shape[-1]) == y[..., None])
+                                      | bad[..., None], dx, 0.0), axis=-1)
+        coef = jnp.where(bad, jnp.nan, -w_y)
+        terms[0] = jnp.where(valid, coef * picked_dx.astype(w_y.dtype), 0.0)
+    if _perturbed(dw_y):
+        picked = jnp.take_along_axis(x, y[..., None], axis=-1)[..., 0].astype(w_y.dtype)
+        terms[1] = jnp.where(valid, -picked * dw_y, 0.0)
+    if all(t is None for t in terms):
+        return losses, jnp.zeros_like(losses)
+    return losses, _tangent(*terms)
 
 
-_nll_elements.defvjp(_nll_elements_fwd, _nll_elements_bwd)
-
-
-@jax.custom_vjp
+@jax.custom_jvp
 def _bce_elements(p, y, w):
-    return _bce_elements_fwd(p, y, w)[0]
+    return _bce_losses(p, y, w)[0]
 
 
-def _bce_elements_fwd(p, y, w):
+def _bce_losses(p, y, w):
     """Per-element [BCE-ELEM] [BCE-CLAMP]; NaN outside [0, 1] [TRACE-BCE-RANGE]."""
     bad = ~((p >= 0) & (p <= 1) & (y >= 0) & (y <= 1))
     log_p = jnp.maximum(jnp.log(p), BCE_LOG_CLAMP)
     log_1mp = jnp.maximum(jnp.log(1.0 - p), BCE_LOG_CLAMP)
     per_weight = -(y * log_p + (1.0 - y) * log_1mp)
-    losses = jnp.where(bad, jnp.nan, w * per_weight)
-    return losses, (p, y, w, bad, log_p, log_1mp, per_weight)
+    return jnp.where(bad, jnp.nan, w * per_weight), (bad, log_p, log_1mp, per_weight)
 
 
-def _bce_elements_bwd(residuals, ct):
-    """[GRAD-BCE]: ``ct w (p - y) / max(p (1 - p), eta)``; also the target's and weight's."""
-    p, y, w, bad, log_p, log_1mp, per_weight = residuals
-    grad_p = ct * w * (p - y) / jnp.maximum(p * (1.0 - p), BCE_GRAD_EPS)
-    grad_p = jnp.where(bad, jnp.nan, grad_p)
-    return grad_p, -ct * w * (log_p - log_1mp), ct * per_weight
-
-
-_bce_elements.defvjp(_bce_elements_fwd, _bce_elements_bwd)
+@functools.partial(_bce_elements.defjvp, symbolic_zeros=True)
+def _bce_elements_jvp(primals, tangents):
+    """[JVP] through the guarded gradient [GRAD-BCE] ``w (p - y) / max(p (1 - p), eta)``,
+    whose derivative is [HVP-BCE]; also the target's and the weight's terms."""
+    p, y, w = primals
+    dp, dy, dw = tangents
+    losses, (bad, log_p, log_1mp, per_weight) = _bce_losses(p, y, w)
+    terms = [None, None, None]
+    if _perturbed(dp):
+        grad = w * (p - y) / jnp.maximum(p * (1.0 - p), BCE_GRAD_EPS)
+        terms[0] = jnp.where(bad, jnp.nan, grad) * dp
+    if _perturbed(dy):
+        terms[1] = -w * (log_p - log_1mp) * dy
+    if _perturbed(dw):
+        terms[2] = per_weight * dw
+    if all(t is None for t in terms):
+        return losses, jnp.zeros_like(losses)
+    return losses, _tangent(*terms)
