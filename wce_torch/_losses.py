@@ -361,8 +361,8 @@ def _bce_per_weight(p, y, in_place=True):
     """``-(y max(log p, -100) + (1 - y) max(log(1 - p), -100))`` [BCE-ELEM]; in place on
     its own temporaries unless it must be differentiable or batched by vmap."""
     log_p, log_1mp = _bce_logs(p)
-    if in_place:
-        return log_p.mul_(y).add_(log_1mp.mul_(torch.rsub(y, 1.0))).neg_()
+    if in_place:  # log(1 - p) + y (log p - log(1 - p)): two buffers, not three
+        return log_1mp.addcmul_(y, log_p.sub_(log_1mp)).neg_()
     return -(y * log_p + (1.0 - y) * log_1mp)
 
 
@@ -387,10 +387,13 @@ class _BinaryCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(p, y, w):
-        bad = ~((p >= 0) & (p <= 1) & (y >= 0) & (y <= 1))  # under torch.compile only
         if core.traced():  # vmap may batch y or w and not p: out of place
+            # Values out of range, unchecked while traced, give NaN.
+            bad = ~((p >= 0) & (p <= 1) & (y >= 0) & (y <= 1))
             return (_bce_per_weight(p, y, False) * w).masked_fill(bad, torch.nan), bad
-        return _bce_per_weight(p, y).mul_(w).masked_fill_(bad, torch.nan), bad
+        # Checked in eager mode: nothing to mask, and no logits-sized mask to keep.
+        return _bce_per_weight(p, y).mul_(w), torch.zeros((), dtype=torch.bool,
+                                                          device=p.device)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -405,7 +408,9 @@ class _BinaryCrossEntropy(torch.autograd.Function):
         p, y, w, bad = ctx.saved_tensors
         in_place = not (torch.is_grad_enabled() or core.traced())  # else: differentiable
         if in_place:
-            grad_p = _bce_slope(p, y, in_place).mul_(w).mul_(ct).masked_fill_(bad, torch.nan)
+            grad_p = _bce_slope(p, y, in_place).mul_(w).mul_(ct)
+            if bad.dim():
+                grad_p.masked_fill_(bad, torch.nan)
         else:
             grad_p = (_bce_slope(p, y) * w * ct).masked_fill(bad, torch.nan)
         grad_w = _bce_per_weight(p, y, in_place) * ct if ctx.needs_input_grad[2] else None
