@@ -30,12 +30,74 @@ def sigmoid_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="none", *
     target = check.binary_target(target, input.shape)
     dtype = check.compute_dtype(input.dtype)
     x, y = input.to(dtype), target.to(dtype)
-    ce = (1.0 - y) * x - F.logsigmoid(x)  # [BCEL-ELEM] with q = 1
-    u = y * torch.sigmoid(-x) + (1.0 - y) * torch.sigmoid(x)  # 1 - p_t, no cancellation
-    losses = _modulating(u, gamma) * ce
-    if alpha is not None and alpha >= 0:
-        losses = (alpha * y + (1.0 - alpha) * (1.0 - y)) * losses
+    alpha = alpha if alpha is not None and alpha >= 0 else None
+    if gamma >= 1 and not (core.higher_order(x, y) or y.requires_grad):
+        losses = _SigmoidFocal.apply(x, y, alpha, gamma)
+    else:  # composed: transforms, forward mode, a target's gradient, [FOCAL-GRAD] at gamma < 1
+        ce = (1.0 - y) * x - F.logsigmoid(x)  # [BCEL-ELEM] with q = 1
+        u = y * torch.sigmoid(-x) + (1.0 - y) * torch.sigmoid(x)  # 1 - p_t, no cancellation
+        losses = _modulating(u, gamma) * ce
+        if alpha is not None:
+            losses = (alpha * y + (1.0 - alpha) * (1.0 - y)) * losses
     return core.reduce(losses, None, reduction, input.shape, process_group).to(input.dtype)
+
+
+class _SigmoidFocal(torch.autograd.Function):
+    """[FOCAL-SIGMOID] with its gradient fused, for ``gamma >= 1`` (where ``u^(gamma-1)``
+    is finite) and the logits' gradient only, first order or double backward.
+
+    With ``s = sigmoid(x)``, ``n = sigmoid(-x)``, ``u = lerp(s, n, y)`` (exactly ``n`` or
+    ``s`` for 0/1 targets) and ``ce`` of [BCEL-ELEM], the forward pass keeps ``u`` and
+    ``ce`` for the backward pass, which forms [FOCAL-GRAD]::
+
+        dl/dx = alpha_t (gamma u^(gamma-1) (1 - 2y) s n ce + u^gamma ((1 - y) s - y n))
+
+    in place on the buffers of ``s`` and ``n``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, y, alpha, gamma):
+        u = torch.sigmoid(x)
+        ce = torch.neg(x).sigmoid_()
+        torch.lerp(u, ce, y, out=u)  # 1 - p_t
+        ls = F.logsigmoid(x)
+        torch.sub(torch.ones((), dtype=y.dtype, device=y.device), y, out=ce)
+        ce.mul_(x).sub_(ls)  # [BCEL-ELEM] with q = 1
+        losses = torch.pow(u, gamma).mul_(ce)
+        if alpha is not None:
+            losses.mul_(_alpha_t(y, alpha, out=ls))
+        ctx.save_for_backward(x, y, u, ce)
+        ctx.alpha, ctx.gamma = alpha, gamma
+        return losses
+
+    @staticmethod
+    def backward(ctx, ct):
+        x, y, u, ce = ctx.saved_tensors
+        alpha, gamma = ctx.alpha, ctx.gamma
+        if torch.is_grad_enabled():  # create_graph: out of place, differentiable in x
+            s, n = torch.sigmoid(x), torch.sigmoid(-x)
+            u = y * n + (1.0 - y) * s
+            ce = (1.0 - y) * x - F.logsigmoid(x)
+            grad = (gamma * _modulating(u, gamma - 1.0) * (1.0 - 2.0 * y) * s * n * ce
+                    + _modulating(u, gamma) * ((1.0 - y) * s - y * n))
+            if alpha is not None:
+                grad = (alpha * y + (1.0 - alpha) * (1.0 - y)) * grad
+            return grad * ct, None, None, None
+        s = torch.sigmoid(x)
+        n = torch.neg(x).sigmoid_()
+        ds = torch.mul(s, n)  # s n
+        torch.lerp(s, n.neg_(), y, out=s)  # (1 - y) s - y n, the derivative of ce
+        modulating = torch.pow(u, gamma - 1.0, out=n)
+        ds.mul_(modulating).mul_(ce).addcmul_(ds, y, value=-2.0)  # (1 - 2y) s n ce u^(g-1)
+        grad = s.mul_(modulating).mul_(u).add_(ds, alpha=gamma)
+        if alpha is not None:
+            grad.mul_(_alpha_t(y, alpha, out=n))
+        return grad.mul_(ct), None, None, None
+
+
+def _alpha_t(y, alpha, out):
+    """``alpha y + (1 - alpha)(1 - y)`` of [FOCAL-SIGMOID], written to ``out``."""
+    return torch.mul(y, 2.0 * alpha - 1.0, out=out).add_(1.0 - alpha)
 
 
 @core.autocast_float32
