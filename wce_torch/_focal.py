@@ -125,11 +125,64 @@ def softmax_focal_loss(input, target, alpha=None, gamma=2.0, ignore_index=-100,
     dtype = check.compute_dtype(input.dtype)
     w = core.class_weights_or_ones(alpha, num_classes, dtype, input.device)
     valid, y, w_y = core.class_terms(target.reshape(-1), w, num_classes, ignore_index)
-    x = torch.where(valid[:, None], core.rows(input).to(dtype), 0.0)  # ignored: no influence
-    lp_y = torch.log_softmax(x, dim=-1).gather(1, y[:, None])[:, 0]
-    u = -torch.expm1(lp_y)  # 1 - p_y without cancellation
-    losses = torch.where(valid, w_y * _modulating(u, gamma) * -lp_y, 0.0)
+    x = core.rows(input).to(dtype)
+    if core.higher_order(x, w_y) or w_y.requires_grad:  # composed, for autograd's transforms
+        x = torch.where(valid[:, None], x, 0.0)  # ignored: no influence
+        lp_y = torch.log_softmax(x, dim=-1).gather(1, y[:, None])[:, 0]
+        u = -torch.expm1(lp_y)  # 1 - p_y without cancellation
+        losses = torch.where(valid, w_y * _modulating(u, gamma) * -lp_y, 0.0)
+    else:
+        losses = _SoftmaxFocal.apply(x, y, valid, w_y, gamma)
     return core.reduce(losses, w_y, reduction, shape, process_group, valid).to(input.dtype)
+
+
+class _SoftmaxFocal(torch.autograd.Function):
+    """[FOCAL-SOFTMAX] on ``(M, C)`` rows with its gradient fused, for the logits'
+    gradient only (first order, or double backward).
+
+    The loss depends on the logits through ``lp_y = log_softmax(x)[y]`` alone, so the
+    gradient of a row is that of log-softmax at the target scaled by one number::
+
+        grad_i = a_i (p_i - e_{y_i}),
+        a_i = ct_i alpha_{y_i} (u^gamma - gamma u^(gamma-1) p_y lp_y),  u = 1 - p_y
+
+    (``u^(gamma-1)`` is 0 where ``u = 0``, [FOCAL-GRAD]). The forward pass keeps the
+    log-probabilities, one logits-sized buffer, and the backward pass turns them into the
+    gradient in place, as :func:`wce_torch.cross_entropy` does. Ignored rows have
+    ``a_i = 0``; their log-probabilities are zeroed if not finite [CE-IGNORE-NONFINITE].
+    """
+
+    @staticmethod
+    def forward(ctx, x, y, valid, w_y, gamma):
+        lp = torch.log_softmax(x, dim=-1)
+        poisoned = ~valid & torch.isnan(lp[:, 0])
+        if poisoned.any():
+            lp[poisoned] = 0.0
+        lp_y = lp.gather(1, y[:, None])[:, 0]
+        losses = torch.where(valid, w_y * _modulating(-torch.expm1(lp_y), gamma) * -lp_y, 0.0)
+        ctx.save_for_backward(x, y, valid, w_y, lp)
+        ctx.gamma = gamma
+        return losses
+
+    @staticmethod
+    def backward(ctx, ct):
+        x, y, valid, w_y, lp = ctx.saved_tensors
+        gamma = ctx.gamma
+        if torch.is_grad_enabled():  # create_graph: out of place, differentiable in x
+            lp = torch.log_softmax(torch.where(valid[:, None], x, 0.0), dim=-1)
+        lp_y = lp.gather(1, y[:, None])[:, 0]
+        u = -torch.expm1(lp_y)
+        slope = _modulating(u, gamma)
+        if gamma:
+            slope = slope - gamma * _modulating(u, gamma - 1.0) * lp_y.exp() * lp_y
+        a = torch.where(valid, ct * w_y * slope, 0.0)
+        if torch.is_grad_enabled():
+            grad = a[:, None] * lp.exp() - torch.zeros_like(lp).scatter(1, y[:, None],
+                                                                      a[:, None])
+            return grad, None, None, None, None
+        grad = lp.clone() if core.graph_is_kept() else lp
+        grad.exp_().mul_(a[:, None]).scatter_add_(1, y[:, None], -a[:, None])
+        return grad, None, None, None, None
 
 
 def _modulating(u, gamma):
