@@ -246,3 +246,54 @@ def test_error_hints_at_the_class_axis_and_the_integer_dtype():
                             weight=torch.ones(6))  # the fix works
     with pytest.raises(ValueError, match="class indices need an integer dtype"):
         wce_torch.cross_entropy(X, Y.float())
+
+
+# The fused functions of the binary and focal losses against the composed formula that
+# the same call takes when another argument needs a gradient (bcel's weights, the focal
+# losses' target or alpha): the same loss, gradient, gradient on a second pass over a kept
+# graph (the fused backward works in place) and double-backward gradient.
+_FUSED_BIN_Y = (torch.rand(6, 5, generator=torch.Generator().manual_seed(3)) < 0.3).double()
+_FUSED_CLASS_Y = torch.tensor([0, 4, -100, 2, 1, 3])
+FUSED_CALLS = {
+    "bcel": lambda x, a: wce_torch.binary_cross_entropy_with_logits(
+        x, _FUSED_BIN_Y, weight=a, pos_weight=a * 2.0, reduction="sum"),
+    "sigmoid_focal-gamma1.5": lambda x, a: wce_torch.sigmoid_focal_loss(
+        x, _FUSED_BIN_Y * a / a, gamma=1.5, reduction="sum"),
+    "sigmoid_focal-gamma2": lambda x, a: wce_torch.sigmoid_focal_loss(
+        x, _FUSED_BIN_Y * a / a, gamma=2.0, reduction="mean"),
+    "softmax_focal": lambda x, a: wce_torch.softmax_focal_loss(
+        x, _FUSED_CLASS_Y, alpha=a, gamma=2.0),
+    "softmax_focal-gamma0.5": lambda x, a: wce_torch.softmax_focal_loss(
+        x, _FUSED_CLASS_Y, alpha=a, gamma=0.5, reduction="sum"),
+}
+
+
+def _graph_names(fn, seen=None):
+    seen = set() if seen is None else seen
+    if fn is not None and fn not in seen:
+        seen.add(fn)
+        for next_fn, _ in fn.next_functions:
+            _graph_names(next_fn, seen)
+    return {type(f).__name__ for f in seen}
+
+
+@pytest.mark.parametrize("name", sorted(FUSED_CALLS))
+def test_fused_losses_equal_the_composed_formula(name):
+    call = FUSED_CALLS[name]
+    gen = torch.Generator().manual_seed(7)
+    x = (3 * torch.randn(6, 5, generator=gen, dtype=torch.float64)).requires_grad_()
+    a = torch.rand(5, generator=gen, dtype=torch.float64) + 0.5
+    results = []
+    for a_grad in (False, True):  # fused, then composed
+        value = call(x, a.clone().requires_grad_(a_grad))
+        fused = any(n.startswith("_") and n.endswith("Backward")
+                    for n in _graph_names(value.grad_fn))
+        assert fused is not a_grad, _graph_names(value.grad_fn)
+        (g,) = torch.autograd.grad(value, x, retain_graph=True)
+        (g_again,) = torch.autograd.grad(value, x, create_graph=True)
+        (h,) = torch.autograd.grad(g_again.pow(2).sum(), x)
+        results.append((value, g, g_again, h))
+    (fused, composed) = results
+    assert fused[1].abs().max() > 1e-3
+    for got, want in zip(fused, composed):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)

@@ -195,8 +195,9 @@ def unit_interval(values: torch.Tensor, name: str) -> None:
     """[ERR-BCE-RANGE] [ERR-BCE-TARGET-RANGE]; NaN is outside."""
     if not values_visible() or values.numel() == 0:
         return
-    bad = ~((values >= 0) & (values <= 1))
-    if bad.any():
+    low, high = torch.aminmax(values.detach())  # one pass, no mask; NaN propagates
+    if not (low >= 0 and high <= 1):
+        bad = ~((values >= 0) & (values <= 1))
         raise ValueError(f"binary_cross_entropy {name} values must lie in [0, 1], got "
                          f"{name} value {values[bad][0].item()}")
 

@@ -30,12 +30,74 @@ def sigmoid_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="none", *
     target = check.binary_target(target, input.shape)
     dtype = check.compute_dtype(input.dtype)
     x, y = input.to(dtype), target.to(dtype)
-    ce = (1.0 - y) * x - F.logsigmoid(x)  # [BCEL-ELEM] with q = 1
-    u = y * torch.sigmoid(-x) + (1.0 - y) * torch.sigmoid(x)  # 1 - p_t, no cancellation
-    losses = _modulating(u, gamma) * ce
-    if alpha is not None and alpha >= 0:
-        losses = (alpha * y + (1.0 - alpha) * (1.0 - y)) * losses
+    alpha = alpha if alpha is not None and alpha >= 0 else None
+    if gamma >= 1 and not (core.higher_order(x, y) or y.requires_grad):
+        losses = _SigmoidFocal.apply(x, y, alpha, gamma)
+    else:  # composed: transforms, forward mode, a target's gradient, [FOCAL-GRAD] at gamma < 1
+        ce = (1.0 - y) * x - F.logsigmoid(x)  # [BCEL-ELEM] with q = 1
+        u = y * torch.sigmoid(-x) + (1.0 - y) * torch.sigmoid(x)  # 1 - p_t, no cancellation
+        losses = _modulating(u, gamma) * ce
+        if alpha is not None:
+            losses = (alpha * y + (1.0 - alpha) * (1.0 - y)) * losses
     return core.reduce(losses, None, reduction, input.shape, process_group).to(input.dtype)
+
+
+class _SigmoidFocal(torch.autograd.Function):
+    """[FOCAL-SIGMOID] with its gradient fused, for ``gamma >= 1`` (where ``u^(gamma-1)``
+    is finite) and the logits' gradient only, first order or double backward.
+
+    With ``s = sigmoid(x)``, ``n = sigmoid(-x)``, ``u = lerp(s, n, y)`` (exactly ``n`` or
+    ``s`` for 0/1 targets) and ``ce`` of [BCEL-ELEM], the forward pass keeps ``u`` and
+    ``ce`` for the backward pass, which forms [FOCAL-GRAD]::
+
+        dl/dx = alpha_t (gamma u^(gamma-1) (1 - 2y) s n ce + u^gamma ((1 - y) s - y n))
+
+    in place on the buffers of ``s`` and ``n``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, y, alpha, gamma):
+        u = torch.sigmoid(x)
+        ce = torch.neg(x).sigmoid_()
+        torch.lerp(u, ce, y, out=u)  # 1 - p_t
+        ls = F.logsigmoid(x)
+        torch.sub(torch.ones((), dtype=y.dtype, device=y.device), y, out=ce)
+        ce.mul_(x).sub_(ls)  # [BCEL-ELEM] with q = 1
+        losses = torch.pow(u, gamma).mul_(ce)
+        if alpha is not None:
+            losses.mul_(_alpha_t(y, alpha, out=ls))
+        ctx.save_for_backward(x, y, u, ce)
+        ctx.alpha, ctx.gamma = alpha, gamma
+        return losses
+
+    @staticmethod
+    def backward(ctx, ct):
+        x, y, u, ce = ctx.saved_tensors
+        alpha, gamma = ctx.alpha, ctx.gamma
+        if torch.is_grad_enabled():  # create_graph: out of place, differentiable in x
+            s, n = torch.sigmoid(x), torch.sigmoid(-x)
+            u = y * n + (1.0 - y) * s
+            ce = (1.0 - y) * x - F.logsigmoid(x)
+            grad = (gamma * _modulating(u, gamma - 1.0) * (1.0 - 2.0 * y) * s * n * ce
+                    + _modulating(u, gamma) * ((1.0 - y) * s - y * n))
+            if alpha is not None:
+                grad = (alpha * y + (1.0 - alpha) * (1.0 - y)) * grad
+            return grad * ct, None, None, None
+        s = torch.sigmoid(x)
+        n = torch.neg(x).sigmoid_()
+        ds = torch.mul(s, n)  # s n
+        torch.lerp(s, n.neg_(), y, out=s)  # (1 - y) s - y n, the derivative of ce
+        modulating = torch.pow(u, gamma - 1.0, out=n)
+        ds.mul_(modulating).mul_(ce).addcmul_(ds, y, value=-2.0)  # (1 - 2y) s n ce u^(g-1)
+        grad = s.mul_(modulating).mul_(u).add_(ds, alpha=gamma)
+        if alpha is not None:
+            grad.mul_(_alpha_t(y, alpha, out=n))
+        return grad.mul_(ct), None, None, None
+
+
+def _alpha_t(y, alpha, out):
+    """``alpha y + (1 - alpha)(1 - y)`` of [FOCAL-SIGMOID], written to ``out``."""
+    return torch.mul(y, 2.0 * alpha - 1.0, out=out).add_(1.0 - alpha)
 
 
 @core.autocast_float32
@@ -63,11 +125,65 @@ def softmax_focal_loss(input, target, alpha=None, gamma=2.0, ignore_index=-100,
     dtype = check.compute_dtype(input.dtype)
     w = core.class_weights_or_ones(alpha, num_classes, dtype, input.device)
     valid, y, w_y = core.class_terms(target.reshape(-1), w, num_classes, ignore_index)
-    x = torch.where(valid[:, None], core.rows(input).to(dtype), 0.0)  # ignored: no influence
-    lp_y = torch.log_softmax(x, dim=-1).gather(1, y[:, None])[:, 0]
-    u = -torch.expm1(lp_y)  # 1 - p_y without cancellation
-    losses = torch.where(valid, w_y * _modulating(u, gamma) * -lp_y, 0.0)
+    x = core.rows(input).to(dtype)
+    if core.higher_order(x, w_y) or w_y.requires_grad:  # composed, for autograd's transforms
+        x = torch.where(valid[:, None], x, 0.0)  # ignored: no influence
+        lp_y = torch.log_softmax(x, dim=-1).gather(1, y[:, None])[:, 0]
+        u = -torch.expm1(lp_y)  # 1 - p_y without cancellation
+        losses = torch.where(valid, w_y * _modulating(u, gamma) * -lp_y, 0.0)
+    else:
+        losses = _SoftmaxFocal.apply(x, y, valid, w_y, gamma)
     return core.reduce(losses, w_y, reduction, shape, process_group, valid).to(input.dtype)
+
+
+class _SoftmaxFocal(torch.autograd.Function):
+    """[FOCAL-SOFTMAX] on ``(M, C)`` rows with its gradient fused, for the logits'
+    gradient only (first order, or double backward).
+
+    The loss depends on the logits through ``lp_y = log_softmax(x)[y]`` alone, so the
+    gradient of a row is that of log-softmax at the target scaled by one number::
+
+        grad_i = a_i (p_i - e_{y_i}),
+        a_i = ct_i alpha_{y_i} (u^gamma - gamma u^(gamma-1) p_y lp_y),  u = 1 - p_y
+
+    (``u^(gamma-1)`` is 0 where ``u = 0``, [FOCAL-GRAD]). The forward pass keeps the
+    log-probabilities, one logits-sized buffer, and the backward pass turns them into the
+    gradient in place, as :func:`wce_torch.cross_entropy` does. Ignored rows have
+    ``a_i = 0``; their log-probabilities are zeroed if not finite [CE-IGNORE-NONFINITE].
+    """
+
+    @staticmethod
+    def forward(ctx, x, y, valid, w_y, gamma):
+        lp = torch.log_softmax(x, dim=-1)
+        poisoned = ~valid & torch.isnan(lp[:, 0])
+        if poisoned.any():
+            lp[poisoned] = 0.0
+        lp_y = lp.gather(1, y[:, None])[:, 0]
+        u = -torch.expm1(lp_y)  # 1 - p_y without cancellation
+        losses = torch.where(valid, w_y * _modulating(u, gamma) * -lp_y, 0.0)
+        ctx.save_for_backward(x, y, valid, w_y, lp, lp_y, u)
+        ctx.gamma = gamma
+        return losses
+
+    @staticmethod
+    def backward(ctx, ct):
+        x, y, valid, w_y, lp, lp_y, u = ctx.saved_tensors
+        gamma = ctx.gamma
+        if torch.is_grad_enabled():  # create_graph: out of place, differentiable in x
+            lp = torch.log_softmax(torch.where(valid[:, None], x, 0.0), dim=-1)
+            lp_y = lp.gather(1, y[:, None])[:, 0]
+            u = -torch.expm1(lp_y)
+        slope = _modulating(u, gamma)
+        if gamma:
+            slope = slope - gamma * _modulating(u, gamma - 1.0) * lp_y.exp() * lp_y
+        a = torch.where(valid, ct * w_y * slope, 0.0)
+        if torch.is_grad_enabled():
+            grad = a[:, None] * lp.exp() - torch.zeros_like(lp).scatter(1, y[:, None],
+                                                                      a[:, None])
+            return grad, None, None, None, None
+        grad = lp.clone() if core.graph_is_kept() else lp
+        grad.exp_().mul_(a[:, None]).scatter_add_(1, y[:, None], -a[:, None])
+        return grad, None, None, None, None
 
 
 def _modulating(u, gamma):
