@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from conformance import cases, clauses, golden
+from conformance import cases, golden
+from conformance.clauses import DTYPES
 from conformance.golden import Case
 
 
@@ -47,10 +48,10 @@ def make_case(loss: str, input, target, *, id: str | None = None, dtypes=None,
             args[key] = args[key].astype(np.float64)
     if args["target"].dtype.kind == "f":
         args["target"] = args["target"].astype(np.float64)
-    wanted = tuple(dtypes or clauses.DTYPES)
-    unknown = sorted(set(wanted) - set(clauses.DTYPES))
+    wanted = tuple(dtypes or DTYPES)
+    unknown = sorted(set(wanted) - set(DTYPES))
     if unknown:
-        raise ValueError(f"dtypes must be among {clauses.DTYPES}, got {unknown}")
+        raise ValueError(f"dtypes must be among {DTYPES}, got {unknown}")
     if id is None:
         digest = zlib.crc32(json.dumps(golden.Case(
             "", loss, [], [], args, [], None, {}).to_json(), sort_keys=True).encode())
