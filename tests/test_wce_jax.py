@@ -268,7 +268,8 @@ def test_eager_values_equal_jitted(case):
 
 
 def test_gradient_strategy_is_a_setting_that_takes_effect():
-    """Each strategy compiles its own program; a name outside the list is an error."""
+    """The strategies compile different programs ("shifted" may coincide with "logits",
+    as its docstring says); a name outside the list is an error."""
     x = jnp.zeros((8, 5), jnp.float32)
     y = jnp.zeros((8,), jnp.int32)
     programs = {}
@@ -276,7 +277,7 @@ def test_gradient_strategy_is_a_setting_that_takes_effect():
         with wce_jax.gradient_strategy(strategy):  # a new function: traced afresh
             step = jax.jit(jax.grad(lambda x: ce(x, y)))
             programs[strategy] = step.lower(x).compile().as_text()
-    assert len(set(programs.values())) == 3
+    assert programs["exp"] != programs["logits"]
     with pytest.raises(ValueError, match="strategy must be one of"):
         with wce_jax.gradient_strategy("fast"):
             pass

@@ -274,8 +274,8 @@ _STRATEGY = contextvars.ContextVar("wce_jax_gradient_strategy", default="auto")
 
 @contextlib.contextmanager
 def gradient_strategy(strategy: str = "auto"):
-    """Choose which logits-sized array the class-index cross-entropy keeps for its
-    backward pass, for the calls traced inside the ``with`` block::
+    """Choose how the class-index cross-entropy computes the softmax its gradient is made
+    of, for the calls traced inside the ``with`` block::
 
         with wce_jax.gradient_strategy("logits"):
             step = jax.jit(jax.grad(loss_fn)).lower(params, batch).compile()
@@ -285,13 +285,12 @@ def gradient_strategy(strategy: str = "auto"):
 
     * ``"auto"`` (default): ``"logits"`` on GPU and TPU, ``"exp"`` on CPU, or
       ``"shifted"`` there with label smoothing.
-    * ``"logits"``: the backward recomputes ``exp(x - m)`` from the logits, which cost
-      nothing to keep; best where XLA fuses row reductions into their producers.
-    * ``"exp"``: XLA on CPU writes ``exp(x - m)`` to memory on its way to the row sums
-      anyway; keeping it and scaling it in place is as fast as optax's unweighted loss.
-    * ``"shifted"``: XLA on CPU cannot fuse a per-row shift or a weight vector into a
-      reduction, so ``d = x - m`` is written once; the row sums of ``exp(d)`` and the
-      smoothing term ``d @ w`` read it, and the backward turns it into the gradient.
+    * ``"logits"``: ``p = exp(x - m - log s)`` recomputed from the shifted logits; best
+      where XLA fuses row reductions into their producers.
+    * ``"exp"``: ``p = exp(x - m) / s`` from the exponentials the row sums were made of,
+      which XLA on CPU writes to memory anyway.
+    * ``"shifted"``: as ``"logits"``, with the smoothing term written as the product
+      ``(x - m) @ w``; XLA may compile it to the same program as ``"logits"``.
 
     Either way the compiled forward+backward holds no logits-sized temporary beyond the
     one that becomes the gradient. The setting is read when a call is traced, and JAX
