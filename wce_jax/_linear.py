@@ -178,7 +178,9 @@ def _chunk_logits_terms(h, weight, y, valid, w_y, w, r, options, with_grad):
 
 
 def _scan_gradients(h, weight, y, valid, w_y, w, r, options):
-    """Losses, d hidden and d weight over all chunks, for per-row factors ``r``."""
+    """Losses, d hidden and d weight over all chunks, for per-row factors ``r``, in the
+    computation dtype (float32 for half-precision inputs [GEN-HALF]): the tangent
+    contracts them before anything is rounded to the input dtype."""
     n = h.shape[0]
     xs = _chunks(options, n, h, y, valid, w_y, r)
 
@@ -190,8 +192,7 @@ def _scan_gradients(h, weight, y, valid, w_y, w, r, options):
 
     (zeros,) = core.varying_like(h, jnp.zeros(weight.shape, w.dtype))  # a per-shard sum
     d_weight, (losses, d_hidden) = jax.lax.scan(body, zeros, xs)
-    return (losses.reshape(-1)[:n], d_hidden.reshape(-1, h.shape[1])[:n].astype(h.dtype),
-            d_weight.astype(weight.dtype))
+    return losses.reshape(-1)[:n], d_hidden.reshape(-1, h.shape[1])[:n], d_weight
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(7,))
