@@ -389,6 +389,25 @@ class _Targets:
         return 1 if c == self.safe(i) else 0
 
 
+def _ce_element(t, i, lp, eps, num_classes):
+    """[CE-ELEM] [CE-SMOOTH] of valid row ``i`` with log-probabilities ``lp``."""
+    loss = (1 - eps) * t.w_y[i] * -t.picked(i, lp)
+    if eps > 0:
+        loss = loss + (eps / num_classes) * _sum(wc * -v for wc, v in zip(t.w, lp))
+    return loss
+
+
+def _ce_gradient_row(t, i, lp, s_i, eps, num_classes, total_w):
+    """[GRAD-CE] row ``i`` of a valid row, and its probabilities ``p``."""
+    coef = s_i * (1 - eps) * t.w_y[i]  # formed first, [EDGE-ZERO-WEIGHT-SUM]
+    p = [_exp(v) for v in lp]
+    row = [coef * (p[c] - t.onehot(i, c)) for c in range(num_classes)]
+    if eps > 0:
+        smooth = s_i * eps / num_classes
+        row = [row[c] + smooth * (total_w * p[c] - t.w[c]) for c in range(num_classes)]
+    return row, p
+
+
 def _class_cross_entropy(input, target, weight, ignore_index, reduction, eps, grad_output):
     """[CE-ELEM] [CE-SMOOTH] [CE-IGNORE] [CE-MEAN]; gradient [GRAD-CE]."""
     rows = _rows(input)
@@ -396,12 +415,8 @@ def _class_cross_entropy(input, target, weight, ignore_index, reduction, eps, gr
     t = _Targets(target, weight, ignore_index, num_classes)
     eps = _m(eps)
     lps = [_log_softmax(r) for r in rows]
-    losses = []
-    for i, lp in enumerate(lps):
-        loss = (1 - eps) * t.w_y[i] * -t.picked(i, lp)
-        if eps > 0:
-            loss = loss + (eps / num_classes) * _sum(wc * -v for wc, v in zip(t.w, lp))
-        losses.append(loss if t.valid[i] else mpf(0))
+    losses = [_ce_element(t, i, lp, eps, num_classes) if t.valid[i] else mpf(0)
+              for i, lp in enumerate(lps)]
     output = _reduce(losses, reduction, t.D, np.shape(target), sum(t.valid))
     if grad_output is None:
         return output, None
@@ -412,13 +427,7 @@ def _class_cross_entropy(input, target, weight, ignore_index, reduction, eps, gr
         if not t.valid[i]:
             grad.append([mpf(0)] * num_classes)
             continue
-        coef = s[i] * (1 - eps) * t.w_y[i]  # formed first, [EDGE-ZERO-WEIGHT-SUM]
-        p = [_exp(v) for v in lp]
-        row = [coef * (p[c] - t.onehot(i, c)) for c in range(num_classes)]
-        if eps > 0:
-            smooth = s[i] * eps / num_classes
-            row = [row[c] + smooth * (total_w * p[c] - t.w[c]) for c in range(num_classes)]
-        grad.append(row)
+        grad.append(_ce_gradient_row(t, i, lp, s[i], eps, num_classes, total_w)[0])
     return output, {"input": _unrows(grad, np.shape(input))}
 
 
@@ -635,9 +644,7 @@ def linear_cross_entropy(hidden, weight, target, *, class_weight=None, ignore_in
     lses = [_lse(r) for r in z]
     losses = []
     for i, lp in enumerate(lps):
-        loss = (1 - eps) * t.w_y[i] * -t.picked(i, lp)
-        if eps > 0:
-            loss = loss + (eps / num_classes) * _sum(wc * -v for wc, v in zip(t.w, lp))
+        loss = _ce_element(t, i, lp, eps, num_classes)
         if zl:
             loss = loss + zl * t.w_y[i] * lses[i] ** 2
         losses.append(loss if t.valid[i] else mpf(0))
@@ -651,12 +658,7 @@ def linear_cross_entropy(hidden, weight, target, *, class_weight=None, ignore_in
         if not t.valid[i]:
             gz.append([mpf(0)] * num_classes)
             continue
-        coef = s[i] * (1 - eps) * t.w_y[i]
-        p = [_exp(v) for v in lp]
-        row = [coef * (p[c] - t.onehot(i, c)) for c in range(num_classes)]
-        if eps > 0:
-            smooth = s[i] * eps / num_classes
-            row = [row[c] + smooth * (total_w * p[c] - t.w[c]) for c in range(num_classes)]
+        row, p = _ce_gradient_row(t, i, lp, s[i], eps, num_classes, total_w)
         if zl:
             zcoef = s[i] * 2 * zl * t.w_y[i] * lses[i]
             row = [row[c] + zcoef * p[c] for c in range(num_classes)]
