@@ -183,3 +183,28 @@ def test_every_transform_against_the_goldens(case, dtype):
             p.check_grads(got, transform)
         else:
             p.check_hvp(got, transform)
+
+
+@pytest.mark.parametrize("alpha", [None, 0.25])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0])
+def test_sigmoid_focal_target_derivatives_against_finite_differences(alpha, gamma):
+    """The target's gradient and Hessian-vector product (soft labels), which no golden
+    case carries, against central differences of the loss and of its gradient."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(4, 3)) * 3.0
+    y, t = rng.uniform(0.05, 0.95, size=(4, 3)), rng.normal(size=(4, 3))
+
+    def loss(y):
+        return wce_jax.sigmoid_focal_loss(jnp.asarray(x), y, alpha=-1.0 if alpha is None
+                                          else alpha, gamma=gamma, reduction="sum")
+
+    with jax.enable_x64(True):
+        grad = jax.grad(loss)
+        h = 1e-6
+        fd_grad = np.array([(loss(jnp.asarray(y + h * e)) - loss(jnp.asarray(y - h * e)))
+                            / (2 * h) for e in np.eye(y.size).reshape(-1, *y.shape)])
+        np.testing.assert_allclose(np.asarray(grad(jnp.asarray(y))).ravel(), fd_grad,
+                                   rtol=1e-7, atol=1e-9)
+        hvp = jax.jvp(grad, (jnp.asarray(y),), (jnp.asarray(t),))[1]
+        fd_hvp = (grad(jnp.asarray(y + h * t)) - grad(jnp.asarray(y - h * t))) / (2 * h)
+        np.testing.assert_allclose(np.asarray(hvp), np.asarray(fd_hvp), rtol=1e-6, atol=1e-8)

@@ -67,7 +67,7 @@ def reduce(losses, target_weights, reduction, axis_name=None, valid=None):
     """
     if reduction == "none":
         return losses
-    total = all_reduced(jnp.sum(losses), axis_name)
+    total = all_reduced(summed(losses), axis_name)
     if reduction == "sum":
         return total
     if target_weights is None:
@@ -84,6 +84,23 @@ def reduce(losses, target_weights, reduction, axis_name=None, valid=None):
     undefined = jnp.where(num_valid == 0, jnp.inf, jnp.nan)
     nan_if_undefined = jnp.where(count == 0, jnp.nan, 0.0).astype(total.dtype)
     return total / jnp.where(count == 0, undefined, count) + nan_if_undefined
+
+
+def summed(losses):
+    """The sum of ``losses``. On the CPU, for a matrix of them, the row sums are a product
+    with a vector of ones: XLA's CPU backend then computes the element-wise losses in one
+    loop that writes a single buffer, where its library reduction would take several
+    intermediate arrays as operands (a sigmoid focal training step at 8192 x 1000: one
+    logits-sized temporary instead of four). Elsewhere, XLA fuses the reduction itself."""
+    if losses.ndim < 2 or losses.size == 0:
+        return jnp.sum(losses)
+    rows = losses.reshape(losses.size // losses.shape[-1], losses.shape[-1])
+
+    def on_cpu(rows):
+        ones = jnp.ones((rows.shape[-1],), rows.dtype)
+        return jnp.sum(jnp.dot(rows, ones, precision=jax.lax.Precision.HIGHEST))
+
+    return jax.lax.platform_dependent(rows, cpu=on_cpu, default=jnp.sum)
 
 
 def all_reduced(value, axis_name):

@@ -93,16 +93,86 @@ def _modulating(u, gamma):
     return jnp.where(u > 0, jnp.where(u > 0, u, 1.0) ** gamma, 0.0)
 
 
+def _modulating_slope(u, gamma):
+    """``d u^gamma / du = gamma u^(gamma-1)`` as :func:`_modulating` differentiates it:
+    0 at ``u = 0`` unless ``gamma = 1`` [FOCAL-GRAD], and its own derivative 0 there
+    [HVP-FOCAL]."""
+    return jnp.zeros_like(u) if gamma == 0 else gamma * _modulating(u, gamma - 1.0)
+
+
 @functools.partial(jax.jit, static_argnames=("alpha", "gamma", "reduction", "axis_name"))
 def _sigmoid_focal(logits, target, *, alpha, gamma, reduction, axis_name):
     dtype = check.compute_dtype(logits.dtype)
     x, y = logits.astype(dtype), target.astype(dtype)
-    ce = (1.0 - y) * x + jax.nn.softplus(-x)  # [BCEL-ELEM] with q = 1
-    u = y * jax.nn.sigmoid(-x) + (1.0 - y) * jax.nn.sigmoid(x)  # 1 - p_t, no cancellation
-    losses = _modulating(u, gamma) * ce
-    if alpha is not None:
-        losses = (alpha * y + (1.0 - alpha) * (1.0 - y)) * losses
+    losses = _sigmoid_focal_elements(x, y, alpha, gamma)
     return core.reduce(losses, None, reduction, axis_name).astype(logits.dtype)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _sigmoid_focal_elements(x, y, alpha, gamma):
+    """[FOCAL-SIGMOID] element-wise, with the derivatives of
+    :func:`_sigmoid_focal_derivatives`."""
+    a, b, ce = _sigmoids(x, y, one_exponential=True)
+    return _alpha_t(y, alpha) * _modulating(y * b + (1.0 - y) * a, gamma) * ce
+
+
+def _sigmoids(x, y, one_exponential):
+    """``a = sigmoid(x)``, ``b = sigmoid(-x)`` and ``ce = (1 - y) x + softplus(-x)``
+    [BCEL-ELEM], without cancellation, written two ways: from the one exponential
+    ``exp(-|x|)`` (for the loss), or with jax.nn's sigmoid and softplus (for its derivatives).
+    XLA merges equal expressions, and an exponential used by two loops is written to memory
+    for both; written apart, the loss and its derivative each fuse into one loop, and the
+    training step keeps one logits-sized buffer (benchmarks, family sigmoid_focal)."""
+    if one_exponential:
+        e = jnp.exp(-jnp.abs(x))
+        r = 1.0 / (1.0 + e)
+        a, b = jnp.where(x >= 0, r, e * r), jnp.where(x >= 0, e * r, r)
+        return a, b, (1.0 - y) * x + jnp.maximum(-x, 0.0) + jnp.log1p(e)
+    return jax.nn.sigmoid(x), jax.nn.sigmoid(-x), (1.0 - y) * x + jax.nn.softplus(-x)
+
+
+def _alpha_t(y, alpha):
+    return 1.0 if alpha is None else alpha * y + (1.0 - alpha) * (1.0 - y)
+
+
+def _sigmoid_focal_derivatives(x, y, alpha, gamma, with_dx, with_dy):
+    """``dl/dx`` [FOCAL-GRAD] and ``dl/dy`` of [FOCAL-SIGMOID] (each None unless asked for).
+
+    With ``a, b, ce`` of :func:`_sigmoids`, ``u = y b + (1 - y) a = 1 - p_t`` and
+    ``m = u^gamma``::
+
+        dl/dx = alpha_t (m'(u) (1 - 2y) a b ce + m (a - y))
+        dl/dy = alpha_t' m ce + alpha_t (m'(u) (b - a) ce - m x)
+
+    JAX differentiates these for the HVP [HVP-FOCAL]."""
+    a, b, ce = _sigmoids(x, y, one_exponential=False)
+    u = y * b + (1.0 - y) * a
+    m, slope, alpha_t = _modulating(u, gamma), _modulating_slope(u, gamma), _alpha_t(y, alpha)
+    dx = alpha_t * (slope * ((1.0 - 2.0 * y) * a * b) * ce + m * (a - y)) if with_dx else None
+    dy = None
+    if with_dy:
+        dy = alpha_t * (slope * (b - a) * ce - m * x)
+        if alpha is not None:
+            dy = dy + (2.0 * alpha - 1.0) * m * ce
+    return dx, dy
+
+
+@functools.partial(_sigmoid_focal_elements.defjvp, symbolic_zeros=True)
+def _sigmoid_focal_jvp(alpha, gamma, primals, tangents):
+    x, y = primals
+    tx, ty = (t if _perturbed(t) else None for t in tangents)
+    losses = _sigmoid_focal_elements(x, y, alpha, gamma)
+    dx, dy = _sigmoid_focal_derivatives(x, y, alpha, gamma, tx is not None, ty is not None)
+    tangent = jnp.zeros_like(losses)
+    if tx is not None:
+        tangent = tangent + dx * tx
+    if ty is not None:
+        tangent = tangent + dy * ty
+    return losses, tangent
+
+
+def _perturbed(t) -> bool:
+    return not isinstance(t, jax.custom_derivatives.SymbolicZero)
 
 
 @functools.partial(jax.jit, static_argnames=("gamma", "ignore_index", "reduction", "axis",
@@ -113,8 +183,16 @@ def _softmax_focal(logits, target, alpha, *, gamma, ignore_index, reduction, axi
     x = jnp.moveaxis(logits, axis, -1).astype(dtype)
     w = core.class_weights_or_ones(alpha, x.shape[-1], dtype)
     valid, y, w_y, _ = core.class_terms(target, w, x.shape[-1], ignore_index)
-    x = jnp.where(valid[..., None], x, 0.0)  # ignored rows have no influence
-    lp_y = jnp.take_along_axis(jax.nn.log_softmax(x, axis=-1), y[..., None], axis=-1)[..., 0]
+    # log p_y = (x_y - m) - log sum_c exp(x_c - m) from row reductions, with no (N, C)
+    # array of log-probabilities; x_y - m first, exact where y is the row's maximum.
+    # Ignored rows have no influence and a gradient of exactly 0: their logits are masked
+    # where they enter the sum and the gather (the row maximum is only a shift, taken
+    # unmasked, and every row's terms are masked before the sum over rows).
+    keep = valid[..., None]
+    m = jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
+    x_y = jnp.where(keep, jnp.take_along_axis(x, y[..., None], axis=-1), 0.0)
+    s = jnp.sum(jnp.exp(jnp.where(keep, x - m, 0.0)), axis=-1, keepdims=True)
+    lp_y = ((x_y - m) - jnp.log(s))[..., 0]
     u = -jnp.expm1(lp_y)  # 1 - p_y without cancellation
     losses = jnp.where(valid, w_y * _modulating(u, gamma) * -lp_y, 0.0)
     return core.reduce(losses, w_y, reduction, axis_name, valid).astype(logits.dtype)
