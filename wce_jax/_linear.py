@@ -177,10 +177,17 @@ def _chunk_logits_terms(h, weight, y, valid, w_y, w, r, options, with_grad):
     return losses, grad
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(7,))
 def _scan_gradients(h, weight, y, valid, w_y, w, r, options):
     """Losses, d hidden and d weight over all chunks, for per-row factors ``r``, in the
     computation dtype (float32 for half-precision inputs [GEN-HALF]): the tangent
-    contracts them before anything is rounded to the input dtype."""
+    contracts them before anything is rounded to the input dtype.
+
+    A custom JVP call for reverse mode's sake, with JAX's own JVP: reverse mode
+    linearizes :func:`_scaled_total_jvp` by partial evaluation, which evaluates a
+    custom JVP call whose inputs are all known as it is, but takes a bare scan apart
+    and hoists what no chunk changes out of its body, the zeros ``jnp.where`` fills a
+    chunk's logits with among them: one chunk of logits more in memory."""
     n = h.shape[0]
     xs = _chunks(options, n, h, y, valid, w_y, r)
 
@@ -193,6 +200,20 @@ def _scan_gradients(h, weight, y, valid, w_y, w, r, options):
     (zeros,) = core.varying_like(h, jnp.zeros(weight.shape, w.dtype))  # a per-shard sum
     d_weight, (losses, d_hidden) = jax.lax.scan(body, zeros, xs)
     return losses.reshape(-1)[:n], d_hidden.reshape(-1, h.shape[1])[:n], d_weight
+
+
+@functools.partial(_scan_gradients.defjvp, symbolic_zeros=True)
+def _scan_gradients_jvp(options, primals, tangents):
+    """JAX's own JVP of the scan along the perturbed inputs (for [HVP-LCE])."""
+    moving = [i for i, t in enumerate(tangents) if _perturbed(t)]
+
+    def along(*values):
+        args = list(primals)
+        for i, value in zip(moving, values):
+            args[i] = value
+        return _scan_gradients.fun(*args, options)
+
+    return jax.jvp(along, [primals[i] for i in moving], [tangents[i] for i in moving])
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(7,))
