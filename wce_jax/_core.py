@@ -55,7 +55,7 @@ def class_terms(target, w, num_classes, ignore_index):
     return valid, y, w_y, bad
 
 
-def reduce(losses, target_weights, reduction, axis_name=None, valid=None):
+def reduce(losses, target_weights, reduction, axis_name=None, valid=None, by_rows=False):
     """[CE-NONE] [CE-SUM] [CE-MEAN]; ``target_weights=None`` means the plain mean.
 
     A mean over zero weight is undefined: its value is NaN, and its gradient is NaN for
@@ -63,11 +63,11 @@ def reduce(losses, target_weights, reduction, axis_name=None, valid=None):
     [EDGE-ALL-IGNORED] [EDGE-EMPTY]; with ``valid`` (the mask of non-ignored elements)
     its tangent is 0 when every element is ignored and NaN otherwise [JVP]. With
     ``axis_name``, numerator and denominator are summed over that named axis first: the
-    global mean of all shards [DP-GLOBAL].
+    global mean of all shards [DP-GLOBAL]. ``by_rows``: the sum as :func:`summed_by_rows`.
     """
     if reduction == "none":
         return losses
-    total = all_reduced(summed(losses), axis_name)
+    total = all_reduced(summed_by_rows(losses) if by_rows else jnp.sum(losses), axis_name)
     if reduction == "sum":
         return total
     if target_weights is None:
@@ -86,12 +86,14 @@ def reduce(losses, target_weights, reduction, axis_name=None, valid=None):
     return total / jnp.where(count == 0, undefined, count) + nan_if_undefined
 
 
-def summed(losses):
-    """The sum of ``losses``. On the CPU, for a matrix of them, the row sums are a product
-    with a vector of ones: XLA's CPU backend then computes the element-wise losses in one
-    loop that writes a single buffer, where its library reduction would take several
-    intermediate arrays as operands (a sigmoid focal training step at 8192 x 1000: one
-    logits-sized temporary instead of four). Elsewhere, XLA fuses the reduction itself."""
+def summed_by_rows(losses):
+    """The sum of ``losses``; on the CPU, for a matrix of them, the row sums are a product
+    with a vector of ones. XLA's CPU backend hands a reduction to a library fusion that
+    takes some element-wise operations along but not others (the sigmoid's division, a
+    select): their operands are then written to memory, several logits-sized arrays. A
+    matrix-vector product takes the losses from one loop, one buffer. Which is faster
+    depends on the expression: each loss that uses this says what it measured. Elsewhere,
+    XLA fuses the reduction itself."""
     if losses.ndim < 2 or losses.size == 0:
         return jnp.sum(losses)
     rows = losses.reshape(losses.size // losses.shape[-1], losses.shape[-1])

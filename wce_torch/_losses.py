@@ -366,10 +366,8 @@ def _bce_per_weight(p, y, in_place=True):
     return -(y * log_p + (1.0 - y) * log_1mp)
 
 
-def _bce_slope(p, y, in_place=False):
+def _bce_slope(p, y):
     """``(p - y) / max(p (1 - p), eta)``: [GRAD-BCE] per unit weight and upstream."""
-    if in_place:
-        return torch.sub(p, y).div_(torch.rsub(p, 1.0).mul_(p).clamp_min_(BCE_GRAD_EPS))
     return (p - y) / (p * (1.0 - p)).clamp_min(BCE_GRAD_EPS)
 
 
@@ -407,8 +405,8 @@ class _BinaryCrossEntropy(torch.autograd.Function):
     def backward(ctx, ct, _):
         p, y, w, bad = ctx.saved_tensors
         in_place = not (torch.is_grad_enabled() or core.traced())  # else: differentiable
-        if in_place:
-            grad_p = _bce_slope(p, y, in_place).mul_(w).mul_(ct)
+        if in_place:  # [GRAD-BCE] is ATen's formula: one pass, and one for the weight
+            grad_p = torch.ops.aten.binary_cross_entropy_backward(ct, p, y, w, 0)
             if bad.dim():
                 grad_p.masked_fill_(bad, torch.nan)
         else:
