@@ -120,9 +120,15 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     dtype = check.compute_dtype(input.dtype)
     w = core.class_weights_or_ones(weight, num_classes, dtype, input.device)
     valid, y, w_y = core.class_terms(target.reshape(-1), w, num_classes, ignore_index)
-    picked = core.rows(input).to(dtype).gather(1, y[:, None])[:, 0]
+    x = core.rows(input).to(dtype)
     bad = torch.isnan(w_y)  # an out-of-range target under torch.compile [TRACE-TARGET-RANGE]
-    losses = torch.where(valid, -w_y * picked, 0.0) + core.nan_rows(bad, core.rows(input))
+    if w.requires_grad:  # composed: ATen's nll_loss has no gradient for the weights
+        losses = torch.where(valid, -w_y * x.gather(1, y[:, None])[:, 0], 0.0)
+    else:  # ATen's per-element NLL is [NLL-ELEM]; its backward writes the gradient in one pass
+        kept = torch.where(valid & ~bad, y, ignore_index)
+        losses = F.nll_loss(x, kept, weight=None if weight is None else w, reduction="none",
+                            ignore_index=ignore_index)
+    losses = losses + core.nan_rows(bad, core.rows(input))
     return core.reduce(losses, w_y, reduction, shape, process_group, valid).to(input.dtype)
 
 
