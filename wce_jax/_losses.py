@@ -253,7 +253,8 @@ def _bce(probs, target, weight, *, reduction, axis_name):
                          probs.shape)
     target, w = core.varying_like(probs, target, w)
     losses = _bce_elements(probs.astype(dtype), target.astype(dtype), w)
-    return core.reduce(losses, None, reduction, axis_name).astype(probs.dtype)
+    # Summed by rows: the training step keeps one logits-sized temporary instead of three.
+    return core.reduce(losses, None, reduction, axis_name, by_rows=True).astype(probs.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("reduction", "axis_name"))
@@ -435,20 +436,27 @@ def _nll_elements_jvp(primals, tangents):
 
 @jax.custom_jvp
 def _bce_elements(p, y, w):
-    return _bce_losses(p, y, w)[0]
+    return _bce_losses(p, y, w, select=False)[0]
 
 
-def _bce_losses(p, y, w):
-    """Per-element [BCE-ELEM] [BCE-CLAMP]; NaN outside [0, 1] [TRACE-BCE-RANGE], from the
-    arithmetic itself: the logarithm of a ``p`` outside is NaN (and ``max`` keeps it), and
-    ``0 * sqrt(y (1 - y))`` is NaN for a ``y`` outside and 0 inside, with no derivative
-    (a select costs inference 1.5x to 2.3x the time of the same loss without the check;
-    this, 1.2x)."""
+def _bce_losses(p, y, w, select):
+    """Per-element [BCE-ELEM] [BCE-CLAMP]; NaN outside [0, 1] [TRACE-BCE-RANGE].
+
+    The NaN comes from a select where the gradient is formed too (the JVP rule), and
+    otherwise (the loss alone) from the arithmetic itself: the logarithm of a ``p``
+    outside is NaN (``max`` keeps it), and ``0 * sqrt(y (1 - y))`` is NaN for a ``y``
+    outside and 0 inside, with no derivative. Measured at 8192 x 1000 and 2048 x 32000
+    (float32, CPU) against the loss without the check in jax.numpy: with a select,
+    inference takes 1.5x to 2.3x its time, with the arithmetic 1.1x to 1.2x; the training
+    step is faster with the select (it shares the mask with the gradient's)."""
     log_p = jnp.maximum(jnp.log(p), BCE_LOG_CLAMP)
     log_1mp = jnp.maximum(jnp.log(1.0 - p), BCE_LOG_CLAMP)
     per_weight = -(y * log_p + (1.0 - y) * log_1mp)
+    if select:
+        bad = ~((p >= 0) & (p <= 1) & (y >= 0) & (y <= 1))
+        return jnp.where(bad, jnp.nan, w * per_weight), (bad, log_p, log_1mp, per_weight)
     nan_outside = 0.0 * jnp.sqrt(jax.lax.stop_gradient(y * (1.0 - y)))
-    return w * per_weight + nan_outside, (log_p, log_1mp, per_weight)
+    return w * per_weight + nan_outside, None
 
 
 @functools.partial(_bce_elements.defjvp, symbolic_zeros=True)
@@ -457,10 +465,9 @@ def _bce_elements_jvp(primals, tangents):
     whose derivative is [HVP-BCE]; also the target's and the weight's terms."""
     p, y, w = primals
     dp, dy, dw = tangents
-    losses, (log_p, log_1mp, per_weight) = _bce_losses(p, y, w)
+    losses, (bad, log_p, log_1mp, per_weight) = _bce_losses(p, y, w, select=True)
     terms = [None, None, None]
     if _perturbed(dp):
-        bad = ~((p >= 0) & (p <= 1) & (y >= 0) & (y <= 1))
         grad = w * (p - y) / jnp.maximum(p * (1.0 - p), BCE_GRAD_EPS)
         terms[0] = jnp.where(bad, jnp.nan, grad) * dp
     if _perturbed(dy):
