@@ -93,11 +93,13 @@ def _modulating(u, gamma):
     return jnp.where(u > 0, jnp.where(u > 0, u, 1.0) ** gamma, 0.0)
 
 
-def _modulating_slope(u, gamma):
-    """``d u^gamma / du = gamma u^(gamma-1)`` as :func:`_modulating` differentiates it:
-    0 at ``u = 0`` unless ``gamma = 1`` [FOCAL-GRAD], and its own derivative 0 there
-    [HVP-FOCAL]."""
-    return jnp.zeros_like(u) if gamma == 0 else gamma * _modulating(u, gamma - 1.0)
+def _slope_term(u, gamma, factor):
+    """``gamma u^(gamma-1) factor``, 0 where ``u = 0`` (the limit: ``factor`` vanishes with
+    ``u``, or is NaN at an infinite logit) and its derivative 0 there [FOCAL-GRAD]
+    [HVP-FOCAL]; nothing at all for ``gamma = 0``."""
+    if gamma == 0:
+        return jnp.zeros_like(u)
+    return jnp.where(u > 0, gamma * _modulating(u, gamma - 1.0) * factor, 0.0)
 
 
 @functools.partial(jax.jit, static_argnames=("alpha", "gamma", "reduction", "axis_name"))
@@ -149,11 +151,12 @@ def _sigmoid_focal_derivatives(x, y, alpha, gamma, with_dx, with_dy):
     JAX differentiates these for the HVP [HVP-FOCAL]."""
     a, b, ce = _sigmoids(x, y, one_exponential=False)
     u = y * b + (1.0 - y) * a
-    m, slope, alpha_t = _modulating(u, gamma), _modulating_slope(u, gamma), _alpha_t(y, alpha)
-    dx = alpha_t * (slope * ((1.0 - 2.0 * y) * a * b) * ce + m * (a - y)) if with_dx else None
+    m, alpha_t = _modulating(u, gamma), _alpha_t(y, alpha)
+    dx = (alpha_t * (_slope_term(u, gamma, (1.0 - 2.0 * y) * a * b * ce) + m * (a - y))
+          if with_dx else None)
     dy = None
     if with_dy:
-        dy = alpha_t * (slope * (b - a) * ce - m * x)
+        dy = alpha_t * (_slope_term(u, gamma, (b - a) * ce) - m * x)
         if alpha is not None:
             dy = dy + (2.0 * alpha - 1.0) * m * ce
     return dx, dy
