@@ -289,6 +289,22 @@ def class_target_range(target, num_classes: int, ignore: int) -> None:
             f"ignore_index={ignore}, got target value {{value}}")
 
 
+def class_index_arguments(x, target, weight, ignore_index: int, axis: int, loss: str,
+                          x_name: str, weight_name: str = "weight", shards: int = 1):
+    """The arguments of a loss of class indices, checked in one order: ``x``'s class axis,
+    an integer ``target`` of ``x``'s shape without it, ``weight`` of shape ``(C,)`` and
+    targets in ``[0, shards * C)`` or ``ignore_index`` (a class-parallel loss's shards
+    each hold ``C`` of the classes). Returns ``(axis, target, weight)``."""
+    axis = class_axis(x, axis, x_name)
+    target = jnp.asarray(target)
+    class_indices(target, loss)
+    weight = class_weight(weight, x.shape[axis], weight_name, x.shape, axis)
+    target_shape(target, without_axis(x.shape, axis),
+                 f"the {x_name}' shape without the class axis")
+    class_target_range(target, x.shape[axis] * shards, ignore_index)
+    return axis, target, weight
+
+
 def unit_interval(values, name: str) -> None:
     """[ERR-BCE-RANGE] [ERR-BCE-TARGET-RANGE]"""
     require(UnitInterval(), values,
@@ -369,10 +385,15 @@ def softcap(value) -> float | None:
     return value
 
 
-def chunk_size(value) -> int | None:
-    """A positive number of rows, or None for the default."""
+#: A default chunk holds about 2**24 logits (64 MiB in float32), whatever V is.
+CHUNK_LOGITS = 2 ** 24
+
+
+def chunk_size(value, vocab: int) -> int:
+    """The rows a chunk of the linear cross-entropy holds: ``value``, a positive integer,
+    or for None about ``CHUNK_LOGITS`` logits of a ``vocab``-class row (at least 16)."""
     if value is None:
-        return None
+        return max(16, CHUNK_LOGITS // max(vocab, 1))
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"chunk_size must be a positive integer or None, got "
                          f"chunk_size={value!r}")

@@ -7,6 +7,8 @@ wce_torch/_core.py.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -103,6 +105,19 @@ def summed_by_rows(losses):
         return jnp.sum(jnp.dot(rows, ones, precision=jax.lax.Precision.HIGHEST))
 
     return jax.lax.platform_dependent(rows, cpu=on_cpu, default=jnp.sum)
+
+
+def perturbed(t) -> bool:
+    """Whether a tangent given to a custom JVP rule (``symbolic_zeros=True``) is not a
+    symbolic zero: only the perturbed arguments' terms are computed."""
+    return not isinstance(t, jax.custom_derivatives.SymbolicZero)
+
+
+def tangent(output, *terms):
+    """A JVP rule's tangent output: the sum of the terms that are not None, or zeros like
+    ``output`` if every term is None."""
+    terms = [t for t in terms if t is not None]
+    return functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(output)
 
 
 def all_reduced(value, axis_name):

@@ -67,14 +67,8 @@ def softmax_focal_loss(
     reduction = check.reduction(reduction)
     gamma = check.gamma(gamma)
     ignore_index = check.ignore_index(ignore_index)
-    axis = check.class_axis(logits, axis, "logits")
-    target = jnp.asarray(target)
-    check.class_indices(target, "softmax_focal_loss")
-    num_classes = logits.shape[axis]
-    alpha = check.class_weight(alpha, num_classes, "alpha", logits.shape, axis)
-    check.target_shape(target, check.without_axis(logits.shape, axis),
-                       "the logits' shape without the class axis")
-    check.class_target_range(target, num_classes, ignore_index)
+    axis, target, alpha = check.class_index_arguments(
+        logits, target, alpha, ignore_index, axis, "softmax_focal_loss", "logits", "alpha")
     return _softmax_focal(logits, target, alpha, gamma=gamma, ignore_index=ignore_index,
                           reduction=reduction, axis=axis, axis_name=axis_name)
 
@@ -165,19 +159,12 @@ def _sigmoid_focal_derivatives(x, y, alpha, gamma, with_dx, with_dy):
 @functools.partial(_sigmoid_focal_elements.defjvp, symbolic_zeros=True)
 def _sigmoid_focal_jvp(alpha, gamma, primals, tangents):
     x, y = primals
-    tx, ty = (t if _perturbed(t) else None for t in tangents)
+    tx, ty = tangents
     losses = _sigmoid_focal_elements(x, y, alpha, gamma)
-    dx, dy = _sigmoid_focal_derivatives(x, y, alpha, gamma, tx is not None, ty is not None)
-    tangent = jnp.zeros_like(losses)
-    if tx is not None:
-        tangent = tangent + dx * tx
-    if ty is not None:
-        tangent = tangent + dy * ty
-    return losses, tangent
-
-
-def _perturbed(t) -> bool:
-    return not isinstance(t, jax.custom_derivatives.SymbolicZero)
+    dx, dy = _sigmoid_focal_derivatives(x, y, alpha, gamma, core.perturbed(tx),
+                                        core.perturbed(ty))
+    return losses, core.tangent(losses, None if dx is None else dx * tx,
+                                None if dy is None else dy * ty)
 
 
 @functools.partial(jax.jit, static_argnames=("gamma", "ignore_index", "reduction", "axis",

@@ -23,9 +23,6 @@ from wce_jax._parallel import class_parallel_linear_cross_entropy
 
 Array = jax.Array
 
-#: The default chunk holds about 2**24 logits (64 MiB in float32), whatever V is.
-CHUNK_LOGITS = 2 ** 24
-
 
 def linear_cross_entropy(
     hidden: ArrayLike,
@@ -76,7 +73,7 @@ def linear_cross_entropy(
     vocab = weight.shape[0]
     class_weight = check.class_weight(class_weight, vocab, "class_weight")
     options = _Options(eps, check.z_loss(z_loss), check.softcap(softcap),
-                       _chunk(check.chunk_size(chunk_size), vocab), ignore_index)
+                       check.chunk_size(chunk_size, vocab), ignore_index)
     check.class_target_range(target, vocab, ignore_index)
     return _linear_cross_entropy(hidden, weight, target, class_weight, options=options,
                                  reduction=reduction, axis_name=axis_name)
@@ -90,10 +87,6 @@ class _Options:
     chunk: int
     ignore_index: int
 
-
-def _chunk(chunk_size: int | None, vocab: int) -> int:
-    """The rows a chunk holds: ``chunk_size``, or about ``CHUNK_LOGITS`` logits."""
-    return max(16, CHUNK_LOGITS // max(vocab, 1)) if chunk_size is None else chunk_size
 
 
 @functools.partial(jax.jit, static_argnames=("options", "reduction", "axis_name"))
@@ -146,7 +139,7 @@ def _chunk_logits_terms(h, weight, y, valid, w_y, w, r, options, with_grad):
     """One chunk's per-row losses and, with ``with_grad``, the gradient with respect to
     the pre-softcap logits ``a`` for the per-row upstream factors ``r`` [LCE-GRAD]."""
     dtype = w.dtype
-    a = jax.lax.dot_general(h, weight, (((1,), (1,)), ((), ())), preferred_element_type=dtype)
+    a = _times_transposed(h, weight, dtype)
     z = a if options.softcap is None else options.softcap * jnp.tanh(a / options.softcap)
     m = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))  # a shift, no tangent
     e = jnp.exp(z - m)
@@ -205,7 +198,7 @@ def _scan_gradients(h, weight, y, valid, w_y, w, r, options):
 @functools.partial(_scan_gradients.defjvp, symbolic_zeros=True)
 def _scan_gradients_jvp(options, primals, tangents):
     """JAX's own JVP of the scan along the perturbed inputs (for [HVP-LCE])."""
-    moving = [i for i, t in enumerate(tangents) if _perturbed(t)]
+    moving = [i for i, t in enumerate(tangents) if core.perturbed(t)]
 
     def along(*values):
         args = list(primals)
@@ -235,16 +228,9 @@ def _scaled_total_jvp(options, primals, tangents):
     r = jnp.broadcast_to(scale, y.shape).astype(w.dtype)
     losses, d_hidden, d_weight = _scan_gradients(h, weight, y, valid, w_y, w, r, options)
     total = scale * jnp.sum(losses)
-    tangent = jnp.zeros_like(total)
-    if _perturbed(dh):
-        tangent = tangent + jnp.sum(d_hidden.astype(w.dtype) * dh.astype(w.dtype))
-    if _perturbed(dweight):
-        tangent = tangent + jnp.sum(d_weight.astype(w.dtype) * dweight.astype(w.dtype))
-    return total, tangent
-
-
-def _perturbed(t) -> bool:
-    return not isinstance(t, jax.custom_derivatives.SymbolicZero)
+    return total, core.tangent(total, *(
+        jnp.sum(g.astype(w.dtype) * t.astype(w.dtype)) if core.perturbed(t) else None
+        for g, t in ((d_hidden, dh), (d_weight, dweight))))
 
 
 def _rows(h, weight, y, valid, w_y, w, options):
@@ -276,11 +262,12 @@ def _chunk_rows_jvp(options, primals, tangents):
     dh, dweight = tangents[:2]
     ones = jnp.ones(y.shape, w.dtype)
     losses, grad = _chunk_logits_terms(h, weight, y, valid, w_y, w, ones, options, True)
-    da = jnp.zeros_like(grad)
-    if _perturbed(dh):
-        da = da + jax.lax.dot_general(dh, weight, (((1,), (1,)), ((), ())),
-                                      preferred_element_type=w.dtype)
-    if _perturbed(dweight):
-        da = da + jax.lax.dot_general(h, dweight, (((1,), (1,)), ((), ())),
-                                      preferred_element_type=w.dtype)
+    da = core.tangent(
+        grad, _times_transposed(dh, weight, w.dtype) if core.perturbed(dh) else None,
+        _times_transposed(h, dweight, w.dtype) if core.perturbed(dweight) else None)
     return losses, jnp.sum(grad * da, axis=-1)
+
+
+def _times_transposed(a, b, dtype):
+    """``a @ b.T`` with sums in ``dtype`` (float32 for half-precision inputs)."""
+    return jax.lax.dot_general(a, b, (((1,), (1,)), ((), ())), preferred_element_type=dtype)

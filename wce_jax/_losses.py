@@ -134,14 +134,8 @@ def nll_loss(
     log_probs = check.floating(log_probs, "log_probs")
     reduction = check.reduction(reduction)
     ignore_index = check.ignore_index(ignore_index)
-    axis = check.class_axis(log_probs, axis, "log_probs")
-    target = jnp.asarray(target)
-    check.class_indices(target, "nll_loss")
-    weight = check.class_weight(weight, log_probs.shape[axis], "weight", log_probs.shape,
-                                axis)
-    check.target_shape(target, check.without_axis(log_probs.shape, axis),
-                       "the log_probs' shape without the class axis")
-    check.class_target_range(target, log_probs.shape[axis], ignore_index)
+    axis, target, weight = check.class_index_arguments(
+        log_probs, target, weight, ignore_index, axis, "nll_loss", "log_probs")
     return _nll(log_probs, target, weight, ignore_index=ignore_index, reduction=reduction,
                 axis=axis, axis_name=axis_name)
 
@@ -326,16 +320,6 @@ def _strategy(eps: float) -> str:
 # are symbolic zeros, so their terms cost nothing unless asked for.
 
 
-def _perturbed(t) -> bool:
-    return not isinstance(t, jax.custom_derivatives.SymbolicZero)
-
-
-def _tangent(*terms):
-    """The sum of the terms that are not None (a JVP rule's tangent output)."""
-    terms = [t for t in terms if t is not None]
-    return functools.reduce(jnp.add, terms)
-
-
 @functools.partial(jax.custom_jvp, nondiff_argnums=(5, 6))
 def _ce_elements(x, y, valid, w_y, w, eps, strategy):
     return _ce_losses(x, y, valid, w_y, w, eps, strategy)[0]
@@ -389,19 +373,17 @@ def _ce_elements_jvp(eps, strategy, primals, tangents):
     dx, _, _, dw_y, dw = tangents
     losses, (shifted, e, log_s, nll) = _ce_losses(x, y, valid, w_y, w, eps, strategy)
     terms = [None, None, None]
-    if _perturbed(dx):
+    if core.perturbed(dx):
         grad = _ce_gradient(shifted, e, log_s, y, valid, w_y, w, eps, strategy)
         # Masked, so that its transpose masks the upstream gradient: a NaN mean's
         # ignored rows get exactly 0 [EDGE-ZERO-WEIGHT-SUM].
         terms[0] = jnp.where(valid, jnp.sum(grad * dx, axis=-1), 0.0)
-    if _perturbed(dw_y):
+    if core.perturbed(dw_y):
         terms[1] = jnp.where(valid, (1.0 - eps) * nll * dw_y, 0.0)
-    if _perturbed(dw) and eps:
+    if core.perturbed(dw) and eps:
         minus_lp = log_s[..., None] - shifted
         terms[2] = jnp.where(valid, (eps / x.shape[-1]) * (minus_lp @ dw), 0.0)
-    if all(t is None for t in terms):
-        return losses, jnp.zeros_like(losses)
-    return losses, _tangent(*terms)
+    return losses, core.tangent(losses, *terms)
 
 
 @jax.custom_jvp
@@ -419,19 +401,17 @@ def _nll_elements_jvp(primals, tangents):
     dx, _, _, _, dw_y = tangents
     losses = _nll_elements(x, y, valid, bad, w_y)
     terms = [None, None]
-    if _perturbed(dx):
+    if core.perturbed(dx):
         # The entries other than (i, y_i) are selected away, not multiplied by 0, so
         # that the transpose is exactly 0 there even for a NaN upstream gradient.
         picked_dx = jnp.sum(jnp.where((jnp.arange(x.shape[-1]) == y[..., None])
                                       | bad[..., None], dx, 0.0), axis=-1)
         coef = jnp.where(bad, jnp.nan, -w_y)
         terms[0] = jnp.where(valid, coef * picked_dx.astype(w_y.dtype), 0.0)
-    if _perturbed(dw_y):
+    if core.perturbed(dw_y):
         picked = jnp.take_along_axis(x, y[..., None], axis=-1)[..., 0].astype(w_y.dtype)
         terms[1] = jnp.where(valid, -picked * dw_y, 0.0)
-    if all(t is None for t in terms):
-        return losses, jnp.zeros_like(losses)
-    return losses, _tangent(*terms)
+    return losses, core.tangent(losses, *terms)
 
 
 @jax.custom_jvp
@@ -467,13 +447,11 @@ def _bce_elements_jvp(primals, tangents):
     dp, dy, dw = tangents
     losses, (bad, log_p, log_1mp, per_weight) = _bce_losses(p, y, w, select=True)
     terms = [None, None, None]
-    if _perturbed(dp):
+    if core.perturbed(dp):
         grad = w * (p - y) / jnp.maximum(p * (1.0 - p), BCE_GRAD_EPS)
         terms[0] = jnp.where(bad, jnp.nan, grad) * dp
-    if _perturbed(dy):
+    if core.perturbed(dy):
         terms[1] = -w * (log_p - log_1mp) * dy
-    if _perturbed(dw):
+    if core.perturbed(dw):
         terms[2] = per_weight * dw
-    if all(t is None for t in terms):
-        return losses, jnp.zeros_like(losses)
-    return losses, _tangent(*terms)
+    return losses, core.tangent(losses, *terms)

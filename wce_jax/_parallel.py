@@ -48,15 +48,9 @@ def class_parallel_cross_entropy(logits, target, weight, ignore_index, reduction
     reduction = check.reduction(reduction)
     eps = check.label_smoothing(label_smoothing)
     ignore_index = check.ignore_index(ignore_index)
-    axis = check.class_axis(logits, axis, "logits")
-    target = jnp.asarray(target)
-    check.class_indices(target, "cross_entropy with class_axis_name")
-    local = logits.shape[axis]
-    weight = check.class_weight(weight, local, "weight", logits.shape, axis)
-    check.target_shape(target, check.without_axis(logits.shape, axis),
-                       "the logits' shape without the class axis")
-    check.class_target_range(target, local * jax.lax.axis_size(class_axis_name),
-                             ignore_index)
+    axis, target, weight = check.class_index_arguments(
+        logits, target, weight, ignore_index, axis, "cross_entropy with class_axis_name",
+        "logits", shards=jax.lax.axis_size(class_axis_name))
     return _cross_entropy(logits, target, weight, ignore_index=ignore_index, eps=eps,
                           reduction=reduction, axis=axis, axis_name=axis_name,
                           class_axis_name=class_axis_name)
@@ -187,10 +181,6 @@ _elements.defvjp(_elements_fwd, _elements_bwd)
 # ----------------------------------------------------------------------------------
 # Linear cross-entropy with the lm-head's rows split over the class axis.
 
-#: The unsplit loss's default chunk (wce_jax/_linear.py): about 2**24 logits of the
-#: whole vocabulary, so a class shard's chunk holds 1/k of them.
-CHUNK_LOGITS = 2 ** 24
-
 
 def class_parallel_linear_cross_entropy(hidden, weight, target, class_weight, ignore_index,
                                         reduction, label_smoothing, z_loss, softcap,
@@ -217,9 +207,8 @@ def class_parallel_linear_cross_entropy(hidden, weight, target, class_weight, ig
     local = weight.shape[0]
     vocab = local * jax.lax.axis_size(class_axis_name)
     class_weight = check.class_weight(class_weight, local, "class_weight")
-    chunk = check.chunk_size(chunk_size)
     options = _LinearOptions(eps, check.z_loss(z_loss), check.softcap(softcap),
-                             max(16, CHUNK_LOGITS // vocab) if chunk is None else chunk,
+                             check.chunk_size(chunk_size, vocab),  # as unsplit
                              ignore_index, class_axis_name)
     check.class_target_range(target, vocab, ignore_index)
     return _linear_cross_entropy(hidden, weight, target, class_weight, options=options,

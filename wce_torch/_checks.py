@@ -191,6 +191,22 @@ def class_target_range(target: torch.Tensor, num_classes: int, ignore: int) -> N
                          f"ignore_index={ignore}, got target value {t[bad][0].item()}")
 
 
+def class_index_arguments(input, target, weight, ignore_index: int, loss: str,
+                          weight_name: str = "weight", shards: int = 1) -> tuple:
+    """The arguments of a loss of class indices, checked in one order: ``input``'s class
+    axis, an integer ``target`` of the input's shape without it, ``weight`` of shape
+    ``(C,)`` and targets in ``[0, shards * C)`` or ``ignore_index`` (a class-parallel
+    loss's shards each hold ``C`` of the classes). Returns ``(axis, weight)``."""
+    axis = class_axis(input, "input")
+    tensor(target, "target")
+    class_indices(target, loss)
+    weight = class_weight(weight, input.shape[axis], weight_name, input.shape)
+    target_shape(target, without_axis(input.shape, axis),
+                 "the input's shape without the class axis")
+    class_target_range(target, input.shape[axis] * shards, ignore_index)
+    return axis, weight
+
+
 def unit_interval(values: torch.Tensor, name: str) -> None:
     """[ERR-BCE-RANGE] [ERR-BCE-TARGET-RANGE]; NaN is outside."""
     if not values_visible() or values.numel() == 0:
@@ -265,10 +281,15 @@ def softcap(value) -> float | None:
     return value
 
 
-def chunk_size(value) -> int | None:
-    """A positive number of rows, or None for the default."""
+#: A default chunk holds about 2**24 logits (64 MiB in float32), whatever V is.
+CHUNK_LOGITS = 2 ** 24
+
+
+def chunk_size(value, vocab: int) -> int:
+    """The rows a chunk of the linear cross-entropy holds: ``value``, a positive integer,
+    or for None about ``CHUNK_LOGITS`` logits of a ``vocab``-class row (at least 16)."""
     if value is None:
-        return None
+        return max(16, CHUNK_LOGITS // max(vocab, 1))
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"chunk_size must be a positive integer or None, got "
                          f"chunk_size={value!r}")

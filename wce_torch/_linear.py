@@ -24,9 +24,6 @@ from wce_torch import _checks as check
 from wce_torch import _core as core
 from wce_torch._parallel import class_parallel_linear_cross_entropy
 
-#: The default chunk holds about 2**24 logits (64 MiB in float32), whatever V is.
-CHUNK_LOGITS = 2 ** 24
-
 
 @core.autocast_matmul
 def linear_cross_entropy(hidden, weight, target, *, class_weight=None, ignore_index=-100,
@@ -67,7 +64,7 @@ def linear_cross_entropy(hidden, weight, target, *, class_weight=None, ignore_in
     vocab = weight.shape[0]
     class_weight = check.class_weight(class_weight, vocab, "class_weight")
     options = _Options(eps, check.z_loss(z_loss), check.softcap(softcap),
-                       _chunk(check.chunk_size(chunk_size), vocab))
+                       check.chunk_size(chunk_size, vocab))
     check.class_target_range(target, vocab, ignore_index)
 
     dtype = check.compute_dtype(torch.promote_types(hidden.dtype, weight.dtype))
@@ -105,10 +102,6 @@ class _Options:
     softcap: float | None
     chunk: int
 
-
-def _chunk(chunk_size: int | None, vocab: int) -> int:
-    """The rows a chunk holds: ``chunk_size``, or about ``CHUNK_LOGITS`` logits."""
-    return max(16, CHUNK_LOGITS // max(vocab, 1)) if chunk_size is None else chunk_size
 
 
 def _chunk_terms(h, weight, y, valid, w_y, w, r, options, d_hidden=None, d_weight=None):

@@ -46,14 +46,10 @@ def class_parallel_cross_entropy(input, target, weight, ignore_index, reduction,
     input = check.floating(input, "input")
     eps = check.label_smoothing(label_smoothing)
     ignore_index = check.ignore_index(ignore_index)
-    axis = check.class_axis(input, "input")
-    check.tensor(target, "target")
-    check.class_indices(target, "cross_entropy with class_process_group")
+    axis, weight = check.class_index_arguments(
+        input, target, weight, ignore_index, "cross_entropy with class_process_group",
+        shards=dist.get_world_size(class_process_group))
     local, shape = input.shape[axis], check.without_axis(input.shape, axis)
-    weight = check.class_weight(weight, local, "weight", input.shape)
-    check.target_shape(target, shape, "the input's shape without the class axis")
-    check.class_target_range(target, local * dist.get_world_size(class_process_group),
-                             ignore_index)
     dtype = check.compute_dtype(input.dtype)
     w = core.class_weights_or_ones(weight, local, dtype, input.device)
     rows = Rows.of(target.reshape(-1), local, ignore_index, class_process_group)
@@ -180,10 +176,6 @@ class _Elements(torch.autograd.Function):
 # ----------------------------------------------------------------------------------
 # Linear cross-entropy with the lm-head's rows split over the class group.
 
-#: The unsplit loss's default chunk (wce_torch/_linear.py): about 2**24 logits of the
-#: whole vocabulary, so a rank's chunk holds 1/k of them.
-CHUNK_LOGITS = 2 ** 24
-
 
 def class_parallel_linear_cross_entropy(hidden, weight, target, class_weight, ignore_index,
                                         reduction, label_smoothing, z_loss, softcap,
@@ -212,9 +204,8 @@ def class_parallel_linear_cross_entropy(hidden, weight, target, class_weight, ig
     local = weight.shape[0]
     vocab = local * dist.get_world_size(class_process_group)
     class_weight = check.class_weight(class_weight, local, "class_weight")
-    chunk = check.chunk_size(chunk_size)
     options = _LinearOptions(eps, check.z_loss(z_loss), check.softcap(softcap),
-                             max(16, CHUNK_LOGITS // vocab) if chunk is None else chunk,
+                             check.chunk_size(chunk_size, vocab),  # as unsplit
                              vocab, class_process_group)
     check.class_target_range(target, vocab, ignore_index)
 
