@@ -57,10 +57,6 @@ def linear_cross_entropy(
     ``class_axis_name``, ``weight`` and ``class_weight`` hold this shard's rows of the
     vocabulary, ``hidden`` is whole and gets its full gradient [CP-LINEAR].
     """
-    if class_axis_name is not None:
-        return class_parallel_linear_cross_entropy(
-            hidden, weight, target, class_weight, ignore_index, reduction, label_smoothing,
-            z_loss, softcap, chunk_size, axis_name, class_axis_name)
     hidden = check.floating(hidden, "hidden")
     weight = check.floating(weight, "weight")
     reduction = check.reduction(reduction)
@@ -70,11 +66,17 @@ def linear_cross_entropy(
     target = jnp.asarray(target)
     check.class_indices(target, "linear_cross_entropy")
     check.target_shape(target, hidden.shape[:-1], "hidden's shape without the last axis")
-    vocab = weight.shape[0]
-    class_weight = check.class_weight(class_weight, vocab, "class_weight")
-    options = _Options(eps, check.z_loss(z_loss), check.softcap(softcap),
-                       check.chunk_size(chunk_size, vocab), ignore_index)
+    shards = 1 if class_axis_name is None else jax.lax.axis_size(class_axis_name)
+    vocab = weight.shape[0] * shards  # the whole vocabulary [CP-LINEAR]
+    class_weight = check.class_weight(class_weight, weight.shape[0], "class_weight")
+    z_loss, softcap = check.z_loss(z_loss), check.softcap(softcap)
+    chunk = check.chunk_size(chunk_size, vocab)
     check.class_target_range(target, vocab, ignore_index)
+    if class_axis_name is not None:
+        return class_parallel_linear_cross_entropy(
+            hidden, weight, target, class_weight, ignore_index, reduction, eps, z_loss,
+            softcap, chunk, axis_name, class_axis_name)
+    options = _Options(eps, z_loss, softcap, chunk, ignore_index)
     return _linear_cross_entropy(hidden, weight, target, class_weight, options=options,
                                  reduction=reduction, axis_name=axis_name)
 

@@ -183,8 +183,8 @@ _elements.defvjp(_elements_fwd, _elements_bwd)
 
 
 def class_parallel_linear_cross_entropy(hidden, weight, target, class_weight, ignore_index,
-                                        reduction, label_smoothing, z_loss, softcap,
-                                        chunk_size, axis_name, class_axis_name):
+                                        reduction, eps, z_loss, softcap, chunk, axis_name,
+                                        class_axis_name):
     r"""[CP-LINEAR] linear_cross_entropy with ``weight``'s rows (``Vl`` of the ``V = k Vl``
     classes) and ``class_weight`` split over ``class_axis_name``; ``hidden`` is whole on
     every class shard and gets its full gradient (one ``psum`` of ``d hidden``).
@@ -192,25 +192,10 @@ def class_parallel_linear_cross_entropy(hidden, weight, target, class_weight, ig
     The loss is [LCE-ELEM] of the whole vocabulary: the z-loss uses the global
     log-partition ``lse_i = m_i + log s_i`` [LCE-ZLOSS], and the softcap is applied to
     this shard's logits before their maxima and sums cross devices [LCE-SOFTCAP]
-    [CP-LINEAR]. Rows are processed ``chunk_size`` at a time (default: about
-    ``2**24 / V``, the unsplit loss's chunk).
+    [CP-LINEAR]. Rows are processed ``chunk`` at a time. The arguments come checked from
+    :func:`wce_jax.linear_cross_entropy`.
     """
-    hidden = check.floating(hidden, "hidden")
-    weight = check.floating(weight, "weight")
-    reduction = check.reduction(reduction)
-    eps = check.label_smoothing(label_smoothing)
-    ignore_index = check.ignore_index(ignore_index)
-    check.linear_weight(weight, hidden)
-    target = jnp.asarray(target)
-    check.class_indices(target, "linear_cross_entropy")
-    check.target_shape(target, hidden.shape[:-1], "hidden's shape without the last axis")
-    local = weight.shape[0]
-    vocab = local * jax.lax.axis_size(class_axis_name)
-    class_weight = check.class_weight(class_weight, local, "class_weight")
-    options = _LinearOptions(eps, check.z_loss(z_loss), check.softcap(softcap),
-                             check.chunk_size(chunk_size, vocab),  # as unsplit
-                             ignore_index, class_axis_name)
-    check.class_target_range(target, vocab, ignore_index)
+    options = _LinearOptions(eps, z_loss, softcap, chunk, ignore_index, class_axis_name)
     return _linear_cross_entropy(hidden, weight, target, class_weight, options=options,
                                  reduction=reduction, axis_name=axis_name)
 

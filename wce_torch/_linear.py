@@ -48,10 +48,6 @@ def linear_cross_entropy(hidden, weight, target, *, class_weight=None, ignore_in
     ``weight`` and ``class_weight`` hold this rank's rows of the vocabulary, ``hidden``
     is whole and gets its full gradient on every rank [CP-LINEAR].
     """
-    if class_process_group is not None:
-        return class_parallel_linear_cross_entropy(
-            hidden, weight, target, class_weight, ignore_index, reduction, label_smoothing,
-            z_loss, softcap, chunk_size, process_group, class_process_group)
     hidden = check.floating(hidden, "hidden")
     weight = check.floating(weight, "weight")
     reduction = check.reduction(None, None, reduction)
@@ -61,11 +57,18 @@ def linear_cross_entropy(hidden, weight, target, *, class_weight=None, ignore_in
     check.tensor(target, "target")
     check.class_indices(target, "linear_cross_entropy")
     check.target_shape(target, hidden.shape[:-1], "hidden's shape without the last axis")
-    vocab = weight.shape[0]
-    class_weight = check.class_weight(class_weight, vocab, "class_weight")
-    options = _Options(eps, check.z_loss(z_loss), check.softcap(softcap),
-                       check.chunk_size(chunk_size, vocab))
+    shards = (1 if class_process_group is None
+              else torch.distributed.get_world_size(class_process_group))
+    vocab = weight.shape[0] * shards  # the whole vocabulary [CP-LINEAR]
+    class_weight = check.class_weight(class_weight, weight.shape[0], "class_weight")
+    z_loss, softcap = check.z_loss(z_loss), check.softcap(softcap)
+    chunk = check.chunk_size(chunk_size, vocab)
     check.class_target_range(target, vocab, ignore_index)
+    if class_process_group is not None:  # [CP-LINEAR]
+        return class_parallel_linear_cross_entropy(
+            hidden, weight, target, class_weight, ignore_index, reduction, eps, z_loss,
+            softcap, chunk, vocab, process_group, class_process_group)
+    options = _Options(eps, z_loss, softcap, chunk)
 
     dtype = check.compute_dtype(torch.promote_types(hidden.dtype, weight.dtype))
     w = core.class_weights_or_ones(class_weight, vocab, dtype, hidden.device).detach()

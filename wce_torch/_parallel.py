@@ -178,8 +178,8 @@ class _Elements(torch.autograd.Function):
 
 
 def class_parallel_linear_cross_entropy(hidden, weight, target, class_weight, ignore_index,
-                                        reduction, label_smoothing, z_loss, softcap,
-                                        chunk_size, process_group, class_process_group):
+                                        reduction, eps, z_loss, softcap, chunk, vocab,
+                                        process_group, class_process_group):
     r"""[CP-LINEAR] linear_cross_entropy with ``weight``'s rows (``Vl`` of the ``V = k Vl``
     classes) and ``class_weight`` split over ``class_process_group``; ``hidden`` is whole
     on every rank and gets its full gradient there (one all-reduce of ``d hidden``).
@@ -187,27 +187,12 @@ def class_parallel_linear_cross_entropy(hidden, weight, target, class_weight, ig
     The loss is [LCE-ELEM] of the whole vocabulary: the z-loss uses the global
     log-partition ``lse_i = m_i + log s_i`` [LCE-ZLOSS], and the softcap is applied to
     this rank's logits before their maxima and sums cross ranks [LCE-SOFTCAP]
-    [CP-LINEAR]. Rows are processed ``chunk_size`` at a time (default: about
-    ``2**24 / V``, the unsplit loss's chunk); the backward pass recomputes each chunk.
+    [CP-LINEAR]. Rows are processed ``chunk`` at a time; the backward pass recomputes
+    each chunk. The arguments come checked from :func:`wce_torch.linear_cross_entropy`
+    (``vocab`` is the whole vocabulary's size).
     """
-    import torch.distributed as dist
-
-    hidden = check.floating(hidden, "hidden")
-    weight = check.floating(weight, "weight")
-    reduction = check.reduction(None, None, reduction)
-    eps = check.label_smoothing(label_smoothing)
-    ignore_index = check.ignore_index(ignore_index)
-    check.linear_weight(weight, hidden)
-    check.tensor(target, "target")
-    check.class_indices(target, "linear_cross_entropy")
-    check.target_shape(target, hidden.shape[:-1], "hidden's shape without the last axis")
     local = weight.shape[0]
-    vocab = local * dist.get_world_size(class_process_group)
-    class_weight = check.class_weight(class_weight, local, "class_weight")
-    options = _LinearOptions(eps, check.z_loss(z_loss), check.softcap(softcap),
-                             check.chunk_size(chunk_size, vocab),  # as unsplit
-                             vocab, class_process_group)
-    check.class_target_range(target, vocab, ignore_index)
+    options = _LinearOptions(eps, z_loss, softcap, chunk, vocab, class_process_group)
 
     dtype = check.compute_dtype(torch.promote_types(hidden.dtype, weight.dtype))
     w = core.class_weights_or_ones(class_weight, local, dtype, hidden.device).detach()
