@@ -19,7 +19,11 @@ the same way. Each framework is imported only when its runner is first used.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
+import pickle
+import platform
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -54,25 +58,44 @@ def channels_last(case: Case, args: dict, move=np.moveaxis):
 # JAX
 
 
-def jax_compilation_cache(directory: str | None = None) -> str | None:
-    """Keep JAX's compiled programs on disk, so that a second run of the same cases
-    compiles nothing (compiling is most of a JAX run's time). The folder is
-    ``$WCE_JAX_CACHE`` or ``~/.cache/wce/jax`` (``$XDG_CACHE_HOME``); ``WCE_JAX_CACHE=off``
-    turns it off. Returns the folder in use, or None."""
-    import jax
-
-    if directory is None:
-        directory = os.environ.get("WCE_JAX_CACHE")
+def cache_folder() -> Path | None:
+    """Where compiled JAX programs are kept between runs: ``$WCE_JAX_CACHE``, else
+    ``~/.cache/wce/jax`` (or under ``$XDG_CACHE_HOME``); None if ``WCE_JAX_CACHE=off``."""
+    directory = os.environ.get("WCE_JAX_CACHE")
     if directory is None:
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        directory = str(Path(base) / "wce" / "jax")
-    if directory.lower() in ("", "0", "off", "none"):
+        return Path(base) / "wce" / "jax"
+    return None if directory.lower() in ("", "0", "off", "none") else Path(directory)
+
+
+def jax_compilation_cache() -> str | None:
+    """Turn on JAX's persistent compilation cache in :func:`cache_folder`, so that a
+    second run compiles nothing (compiling is most of a JAX run's time); for functions
+    that :func:`stored_program` cannot name. Returns the folder in use, or None."""
+    import jax
+
+    folder = cache_folder()
+    if folder is None:
         return None
     if jax.config.jax_compilation_cache_dir is None:
-        jax.config.update("jax_compilation_cache_dir", directory)
+        jax.config.update("jax_compilation_cache_dir", str(folder))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return jax.config.jax_compilation_cache_dir
+
+
+def source_digest(*modules) -> str:
+    """A digest of the Python source of ``modules``: each module's file, or every file of
+    a package. With :func:`run_jax`'s ``fingerprint``, it names the compiled programs of
+    exactly this code (a changed line compiles afresh)."""
+    digest = hashlib.sha256()
+    for module in modules:
+        path = Path(module.__file__)
+        files = sorted(path.parent.rglob("*.py")) if path.name == "__init__.py" else [path]
+        for file in files:
+            digest.update(str(file.relative_to(path.parent)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
 
 
 def jax_modes(case: Case) -> tuple[str, ...]:
@@ -95,12 +118,17 @@ def enable_x64(on: bool):
 
 
 def run_jax(fn, case: Case, dtype: str, traced: bool, layout: str = "channels_last",
-            derivatives: bool = False):
+            derivatives: bool = False, fingerprint: str | None = None):
     """Call ``fn`` (JAX, spec argument names, the first one positional) on the case, with
     the VJP for every argument the case has gradients for; under ``jax.jit`` if traced.
     With ``derivatives``, a case with tangents also gets the JVP and the HVP, all four in
     one program; if that raises, the value and the VJP run alone (their exceptions go
-    through), and the JVP and the HVP each on its own, keeping what they raise."""
+    through), and the JVP and the HVP each on its own, keeping what they raise.
+
+    ``fingerprint`` (a string that changes whenever ``fn``'s code or settings do, see
+    :func:`source_digest`) lets a traced call reuse the compiled program stored on disk
+    by an earlier run for the same arguments' shapes (:func:`stored_program`), skipping
+    tracing and compiling both."""
     import jax
     import jax.numpy as jnp
 
@@ -122,7 +150,12 @@ def run_jax(fn, case: Case, dtype: str, traced: bool, layout: str = "channels_la
         t = {n: jnp.asarray(to_host(v, dtype)) for n, v in tangents.items()}
 
         def step(kind):
-            return _jitted_step(fn, static, kind) if traced else _step(fn, static, kind)
+            if not traced:
+                return _step(fn, static, kind)
+            if fingerprint is None:
+                return _jitted_step(fn, static, kind)
+            return functools.partial(stored_program, _jitted_step(fn, static, kind),
+                                     (fingerprint, static, kind))
 
         jvp = hvps = None
         errors = {}
@@ -204,11 +237,115 @@ def _jitted_step(fn, static, kind="value"):
     return jax.jit(_step(fn, static, kind))
 
 
+#: Compiled programs loaded in this process, by key (see :func:`stored_program`).
+_LOADED: dict[str, object] = {}
+
+
+def stored_program(jitted, identity, *args):
+    """``jitted(*args)``, through a compiled program kept on disk under a key made of
+    ``identity`` (the function's fingerprint, static arguments and kind), the arguments'
+    tree, shapes and dtypes, and everything else a compiled program depends on (JAX,
+    jaxlib, NumPy and Python versions, JAX's settings, ``XLA_FLAGS``, the device and the
+    CPU's features). JAX's persistent compilation cache cannot skip tracing and lowering,
+    which it needs to compute its key: they are most of a run whose programs are all
+    compiled already. A call that raises while tracing stores nothing. The folder is
+    ``programs`` in :func:`cache_folder`; without one, the call is ``jitted(*args)``."""
+    import jax
+
+    folder = cache_folder()
+    if folder is None:
+        return jitted(*args)
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    signature = [(a.shape, str(a.dtype), bool(getattr(a, "weak_type", False)))
+                 for a in leaves]
+    key = hashlib.sha256(repr((identity, str(tree), signature, _environment()))
+                         .encode()).hexdigest()
+    program = _LOADED.get(key)
+    if program is None:
+        path = folder / "programs" / key
+        program = _load_program(path)
+        if program is None:
+            hits = _persistent_cache_hits()
+            program = jitted.lower(*args).compile()
+            # A program JAX took from its own cache serializes without some of its
+            # kernels (jaxlib 0.10: "Function ... not found" once loaded): not stored.
+            if _persistent_cache_hits() == hits:
+                _store_program(program, path)
+        _LOADED[key] = program
+    return program(*args)
+
+
+_HITS = [0]
+
+
+@functools.lru_cache(maxsize=1)
+def _count_persistent_cache_hits() -> None:
+    import jax.monitoring
+
+    def listener(event, **kwargs):
+        if event == "/jax/compilation_cache/cache_hits":
+            _HITS[0] += 1
+
+    jax.monitoring.register_event_listener(listener)
+
+
+def _persistent_cache_hits() -> int:
+    """How many programs JAX has taken from its persistent cache in this process."""
+    _count_persistent_cache_hits()
+    return _HITS[0]
+
+
+def _environment() -> tuple:
+    import jax
+    import jaxlib
+
+    device = jax.devices()[0]
+    return (sys.version, jax.__version__, jaxlib.__version__, np.__version__,
+            platform.machine(), _cpu_features(), device.client.platform_version,
+            device.device_kind, os.environ.get("XLA_FLAGS", ""),
+            sorted(jax.config.values.items()), jax.config.jax_enable_x64)
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_features() -> str:
+    """The CPU's instruction set extensions (Linux), which XLA compiles for."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith(("flags", "Features"))),
+                        platform.processor())
+    except OSError:
+        return platform.processor()
+
+
+def _load_program(path: Path):
+    from jax.experimental import serialize_executable
+
+    try:
+        serialized, in_tree, out_tree = pickle.loads(path.read_bytes())
+        return serialize_executable.deserialize_and_load(serialized, in_tree, out_tree)
+    except Exception:  # noqa: BLE001 - absent, partly written or unreadable: compile
+        return None
+
+
+def _store_program(program, path: Path) -> None:
+    from jax.experimental import serialize_executable
+
+    try:
+        data = pickle.dumps(serialize_executable.serialize(program))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}")
+        partial.write_bytes(data)
+        partial.replace(path)  # atomic: worker processes may store the same program
+    except Exception:  # noqa: BLE001 - a program that cannot be stored is compiled again
+        pass
+
+
 def release_jax() -> None:
     """Drop every compiled program held in memory (see ``Adapter.release``)."""
     import jax
 
     _jitted_step.cache_clear()
+    _LOADED.clear()
     jax.clear_caches()
 
 

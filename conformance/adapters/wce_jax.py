@@ -3,19 +3,23 @@ gradient moved back), under ``jax.jit`` for every case, and also eagerly for the
 whose eager behaviour differs (errors and warnings). Eager value cases would only repeat
 the jit: an eager call runs the checks in Python, then the same jitted computation.
 A case with tangents (spec section 18) gets its JVP (``jax.jvp``) and HVP (``jax.jvp`` of
-the VJP) from the same jitted program as the value and the gradient."""
+the VJP) from the same jitted program as the value and the gradient. The traced programs
+are kept on disk under a digest of this code (``runners.stored_program``): a second run
+neither traces nor compiles them."""
 
 from __future__ import annotations
 
 import functools
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import wce_jax
-from conformance.adapters import Adapter
-from conformance.adapters.runners import jax_compilation_cache, jax_modes, release_jax, run_jax
+from conformance.adapters import Adapter, runners
+from conformance.adapters.runners import (jax_compilation_cache, jax_modes, release_jax,
+                                          run_jax, source_digest)
 
 # wce_jax names the first argument after what it holds.
 FIRST_ARGUMENT = {"cross_entropy": "logits", "nll_loss": "log_probs",
@@ -101,7 +105,7 @@ class WceJaxAdapter(Adapter):
     derivatives = True  # jax.jvp, and jax.jvp of the VJP, in the same jitted program
 
     def __init__(self):
-        jax_compilation_cache()
+        jax_compilation_cache()  # for the eager calls; the traced ones are stored programs
 
     def argument_name(self, loss, name):
         return FIRST_ARGUMENT.get(loss, name) if name == "input" else name
@@ -116,8 +120,16 @@ class WceJaxAdapter(Adapter):
         fn = getattr(wce_jax, case.loss)
         if case.class_shards:
             fn = on_class_shards(fn, case.loss, case.class_shards)
+        # The compiled program is that of this code, this loss and its sharding, and the
+        # gradient strategy in effect (wce_jax.gradient_strategy), read when tracing.
+        fingerprint = repr((SOURCE, case.loss, case.shards, case.class_shards,
+                            wce_jax._losses._STRATEGY.get()))
         return run_jax(on_shards(fn) if case.shards else fn, case, dtype, traced,
-                       derivatives=True)
+                       derivatives=True, fingerprint=fingerprint)
+
+
+#: The code a compiled program of this adapter comes from (see ``run_jax``).
+SOURCE = source_digest(wce_jax, sys.modules[__name__], runners)
 
 
 ADAPTER = WceJaxAdapter()
