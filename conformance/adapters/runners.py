@@ -154,8 +154,7 @@ def run_jax(fn, case: Case, dtype: str, traced: bool, layout: str = "channels_la
                 return _step(fn, static, kind)
             if fingerprint is None:
                 return _jitted_step(fn, static, kind)
-            return functools.partial(stored_program, _jitted_step(fn, static, kind),
-                                     (fingerprint, static, kind))
+            return functools.partial(stored_program, fn, static, kind, fingerprint)
 
         jvp = hvps = None
         errors = {}
@@ -241,34 +240,42 @@ def _jitted_step(fn, static, kind="value"):
 _LOADED: dict[str, object] = {}
 
 
-def stored_program(jitted, identity, *args):
-    """``jitted(*args)``, through a compiled program kept on disk under a key made of
-    ``identity`` (the function's fingerprint, static arguments and kind), the arguments'
-    tree, shapes and dtypes, and everything else a compiled program depends on (JAX,
-    jaxlib, NumPy and Python versions, JAX's settings, ``XLA_FLAGS``, the device and the
-    CPU's features). JAX's persistent compilation cache cannot skip tracing and lowering,
-    which it needs to compute its key: they are most of a run whose programs are all
-    compiled already. A call that raises while tracing stores nothing. The folder is
-    ``programs`` in :func:`cache_folder`; without one, the call is ``jitted(*args)``."""
+def stored_program(fn, static, kind, fingerprint, *args):
+    """``_jitted_step(fn, static, kind)(*args)``, through a compiled program kept on disk
+    under a key made of ``fingerprint`` (``fn``'s code and settings), ``static``, ``kind``,
+    the arguments' tree, shapes and dtypes, and everything else a compiled program depends
+    on (JAX, jaxlib, NumPy and Python versions, JAX's settings, ``XLA_FLAGS``, the device
+    and the CPU's features). JAX's persistent compilation cache cannot skip tracing and
+    lowering, which it needs to compute its key: they are most of a run whose programs
+    are all compiled already. A call that raises while tracing stores nothing. The folder
+    is ``programs`` in :func:`cache_folder`; without one, nothing is stored."""
     import jax
 
     folder = cache_folder()
     if folder is None:
-        return jitted(*args)
+        return _jitted_step(fn, static, kind)(*args)
     leaves, tree = jax.tree_util.tree_flatten(args)
     signature = [(a.shape, str(a.dtype), bool(getattr(a, "weak_type", False)))
                  for a in leaves]
-    key = hashlib.sha256(repr((identity, str(tree), signature, _environment()))
-                         .encode()).hexdigest()
+    key = hashlib.sha256(repr((fingerprint, static, kind, str(tree), signature,
+                               _environment())).encode()).hexdigest()
     program = _LOADED.get(key)
     if program is None:
         path = folder / "programs" / key
         program = _load_program(path)
         if program is None:
+            step = _step(fn, static, kind)
+
+            def stored(*args):
+                return step(*args)
+
+            # Named by the key, so that JAX's own cache, whose key has the name, cannot
+            # hand over a program compiled for another key or an earlier version: one it
+            # took from there serializes without some of its kernels (jaxlib 0.10:
+            # "Function ... not found" once loaded), and is not stored.
+            stored.__name__ = stored.__qualname__ = f"stored_{key[:16]}"
             hits = _persistent_cache_hits()
-            program = jitted.lower(*args).compile()
-            # A program JAX took from its own cache serializes without some of its
-            # kernels (jaxlib 0.10: "Function ... not found" once loaded): not stored.
+            program = jax.jit(stored).lower(*args).compile()
             if _persistent_cache_hits() == hits:
                 _store_program(program, path)
         _LOADED[key] = program
