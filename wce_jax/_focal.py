@@ -10,6 +10,7 @@ from jax.typing import ArrayLike
 
 from wce_jax import _checks as check
 from wce_jax import _core as core
+from wce_jax._losses import target_nll
 
 Array = jax.Array
 
@@ -175,16 +176,11 @@ def _softmax_focal(logits, target, alpha, *, gamma, ignore_index, reduction, axi
     x = jnp.moveaxis(logits, axis, -1).astype(dtype)
     w = core.class_weights_or_ones(alpha, x.shape[-1], dtype)
     valid, y, w_y, _ = core.class_terms(target, w, x.shape[-1], ignore_index)
-    # log p_y = (x_y - m) - log sum_c exp(x_c - m) from row reductions, with no (N, C)
-    # array of log-probabilities; x_y - m first, exact where y is the row's maximum.
-    # Ignored rows have no influence and a gradient of exactly 0: their logits are masked
-    # where they enter the sum and the gather (the row maximum is only a shift, taken
-    # unmasked, and every row's terms are masked before the sum over rows).
-    keep = valid[..., None]
-    m = jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
-    x_y = jnp.where(keep, jnp.take_along_axis(x, y[..., None], axis=-1), 0.0)
-    s = jnp.sum(jnp.exp(jnp.where(keep, x - m, 0.0)), axis=-1, keepdims=True)
-    lp_y = ((x_y - m) - jnp.log(s))[..., 0]
-    u = -jnp.expm1(lp_y)  # 1 - p_y without cancellation
-    losses = jnp.where(valid, w_y * _modulating(u, gamma) * -lp_y, 0.0)
+    # -log p_y is the row's cross-entropy without weights or smoothing: its custom JVP
+    # makes the gradient one fused pass (p - e_y times a per-row factor), and ignored rows
+    # give exactly 0 with a zero gradient. The focal factor is a function of it per row,
+    # so training holds no (N, C) array beyond the gradient.
+    nll = target_nll(x, y, valid)
+    u = -jnp.expm1(-nll)  # 1 - p_y without cancellation
+    losses = jnp.where(valid, w_y * _modulating(u, gamma) * nll, 0.0)
     return core.reduce(losses, w_y, reduction, axis_name, valid).astype(logits.dtype)

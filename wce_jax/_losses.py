@@ -262,6 +262,16 @@ def _bce_with_logits(logits, target, weight, pos_weight, *, reduction, axis_name
     return core.reduce(losses, None, reduction, axis_name).astype(logits.dtype)
 
 
+def target_nll(x, y, valid):
+    """``-log softmax(x)[i, y_i]`` (class axis last, ``x`` in the computation dtype), 0
+    with a zero gradient where not ``valid``: [CE-ELEM] with unit weights and no
+    smoothing, with its fused gradient ``p_i - e_{y_i}`` and the JVP of spec section 18.
+    The softmax focal loss is a function of it, row by row."""
+    ones = valid.astype(x.dtype)
+    return _ce_elements(x, y, valid, ones, jnp.ones(x.shape[-1:], x.dtype), 0.0,
+                        _strategy(0.0))
+
+
 #: The settings of :func:`gradient_strategy`.
 STRATEGIES = ("auto", "logits", "exp", "shifted")
 _STRATEGY = contextvars.ContextVar("wce_jax_gradient_strategy", default="auto")
