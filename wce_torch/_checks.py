@@ -192,18 +192,21 @@ def class_target_range(target: torch.Tensor, num_classes: int, ignore: int) -> N
 
 
 def class_index_arguments(input, target, weight, ignore_index: int, loss: str,
-                          weight_name: str = "weight", shards: int = 1) -> tuple:
+                          weight_name: str = "weight", shards: int = 1,
+                          target_range: bool = True) -> tuple:
     """The arguments of a loss of class indices, checked in one order: ``input``'s class
     axis, an integer ``target`` of the input's shape without it, ``weight`` of shape
     ``(C,)`` and targets in ``[0, shards * C)`` or ``ignore_index`` (a class-parallel
-    loss's shards each hold ``C`` of the classes). Returns ``(axis, weight)``."""
+    loss's shards each hold ``C`` of the classes; ``target_range=False`` leaves this last
+    check to the caller). Returns ``(axis, weight)``."""
     axis = class_axis(input, "input")
     tensor(target, "target")
     class_indices(target, loss)
     weight = class_weight(weight, input.shape[axis], weight_name, input.shape)
     target_shape(target, without_axis(input.shape, axis),
                  "the input's shape without the class axis")
-    class_target_range(target, input.shape[axis] * shards, ignore_index)
+    if target_range:
+        class_target_range(target, input.shape[axis] * shards, ignore_index)
     return axis, weight
 
 

@@ -110,13 +110,30 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     input = check.floating(input, "input")
     reduction = check.reduction(size_average, reduce, reduction)
     ignore_index = check.ignore_index(ignore_index)
+    # ATen's reduced NLL is this one once the targets are known to be in range: the
+    # weighted mean, NaN over zero weight with a NaN gradient for valid elements and 0 for
+    # ignored ones, in one kernel. (Its forward-mode tangent of an all-ignored mean is
+    # 0/0, not the 0 of [JVP]: forward mode takes the general path.) On the CPU that
+    # kernel checks the targets as it reads them, and its IndexError becomes the spec's
+    # error [ERR-TARGET-RANGE]; elsewhere a bad index is a device-side assert.
+    aten = (reduction != "none" and process_group is None and not core.higher_order(input)
+            and (weight is None or not weight.requires_grad))
+    kernel_checks = aten and input.device.type == "cpu"
     axis, weight = check.class_index_arguments(input, target, weight, ignore_index,
-                                               "nll_loss")
+                                               "nll_loss", target_range=not kernel_checks)
     num_classes, shape = input.shape[axis], check.without_axis(input.shape, axis)
     dtype = check.compute_dtype(input.dtype)
+    x = core.rows(input).to(dtype)
+    if aten:
+        w = None if weight is None else weight.to(dtype=dtype, device=input.device)
+        try:
+            return F.nll_loss(x, target.reshape(-1).to(torch.int64), weight=w,
+                              ignore_index=ignore_index, reduction=reduction).to(input.dtype)
+        except IndexError:  # raised again below as the spec's error, not chained to it
+            pass
+        check.class_target_range(target, num_classes, ignore_index)
     w = core.class_weights_or_ones(weight, num_classes, dtype, input.device)
     valid, y, w_y = core.class_terms(target.reshape(-1), w, num_classes, ignore_index)
-    x = core.rows(input).to(dtype)
     bad = torch.isnan(w_y)  # an out-of-range target under torch.compile [TRACE-TARGET-RANGE]
     if w.requires_grad:  # composed: ATen's nll_loss has no gradient for the weights
         losses = torch.where(valid, -w_y * x.gather(1, y[:, None])[:, 0], 0.0)
