@@ -46,6 +46,21 @@ def class_terms(target, w, num_classes, ignore_index):
     return valid, y, w_y
 
 
+#: Elements a block of rows holds where only the loss is needed (4 MB in float32): a
+#: block's temporaries stay in the caches and their memory is reused, instead of
+#: logits-sized buffers written once each.
+BLOCK_ELEMENTS = 2 ** 20
+
+
+def row_blocks(tensor):
+    """Indices of ``tensor`` by blocks of its first axis of about ``BLOCK_ELEMENTS``
+    elements each (a 0-d tensor is one block)."""
+    if tensor.ndim == 0:
+        return [...]
+    step = max(1, BLOCK_ELEMENTS // max(tensor[0].numel() if tensor.shape[0] else 1, 1))
+    return [slice(i, i + step) for i in range(0, tensor.shape[0], step)]
+
+
 def nan_rows(bad, rows):
     """0, or NaN with a NaN gradient for every entry of a bad row [TRACE-TARGET-RANGE]."""
     if traced() or bad.any():

@@ -203,8 +203,14 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
         losses = (1.0 - y) * x - q * F.logsigmoid(x)
         if w is not None:
             losses = w * losses
-    else:
+    elif torch.is_grad_enabled() and x.requires_grad:
         losses = _BinaryCrossEntropyWithLogits.apply(x, y, w, pw)
+    else:  # the loss alone: by blocks of rows, whose temporaries stay in the caches
+        losses = torch.empty_like(x)
+        w, pw = (None if t is None else torch.broadcast_to(t, x.shape) for t in (w, pw))
+        for s in core.row_blocks(x):
+            _bcel_elements(x[s], y[s], None if w is None else w[s],
+                           None if pw is None else pw[s], out=losses[s])
     return core.reduce(losses, None, reduction, input.shape, process_group).to(input.dtype)
 
 
@@ -321,6 +327,20 @@ class _ClassCrossEntropyWithJvp(_ClassCrossEntropy):
         return torch.where(valid, dlosses, 0.0), dlp
 
 
+def _bcel_elements(x, y, w, pw, out=None):
+    """[BCEL-ELEM] per element, into ``out`` if given; see _BinaryCrossEntropyWithLogits."""
+    ls = F.logsigmoid(x)
+    one = torch.ones((), dtype=y.dtype, device=y.device)
+    if pw is None:
+        losses = torch.sub(one, y, out=out)
+    else:  # q ls = ls + (pw - 1) y ls, then the buffer of y ls takes the losses
+        y_ls = torch.mul(y, ls)
+        ls.addcmul_(y_ls, pw - 1.0)
+        losses = torch.sub(one, y, out=y_ls if out is None else out)
+    losses.mul_(x).sub_(ls)
+    return losses if w is None else losses.mul_(w)
+
+
 class _BinaryCrossEntropyWithLogits(torch.autograd.Function):
     """Per-element [BCEL-ELEM] with [GRAD-BCEL] fused, for the logits' gradient only
     (first order, or double backward through the differentiable backward formula); the
@@ -342,15 +362,7 @@ class _BinaryCrossEntropyWithLogits(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y, w, pw):
         ctx.save_for_backward(x, y, w, pw)
-        ls = F.logsigmoid(x)
-        if pw is None:
-            losses = torch.rsub(y, 1.0)
-        else:  # q ls = ls + (pw - 1) y ls, then the buffer of y ls takes the losses
-            losses = torch.mul(y, ls)
-            ls.addcmul_(losses, pw - 1.0)
-            torch.sub(torch.ones((), dtype=y.dtype, device=y.device), y, out=losses)
-        losses.mul_(x).sub_(ls)
-        return losses if w is None else losses.mul_(w)
+        return _bcel_elements(x, y, w, pw)
 
     @staticmethod
     def backward(ctx, ct):
