@@ -83,7 +83,8 @@ def test_an_unreadable_program_is_compiled_again(store, loss):
 
 def test_a_program_from_jax_own_cache_is_not_stored(store, loss, monkeypatch):
     """jaxlib 0.10 serializes such a program without some of its kernels ("Function ...
-    not found" when it is loaded in another process)."""
+    not found" when it is loaded in another process). Here JAX reports a hit for every
+    compile, the second one under a name of its own included."""
     hits = iter(range(100))
     monkeypatch.setattr(runners, "_persistent_cache_hits", lambda: next(hits))
     run(loss)

@@ -264,22 +264,31 @@ def stored_program(fn, static, kind, fingerprint, *args):
         path = folder / "programs" / key
         program = _load_program(path)
         if program is None:
+            # A program JAX takes from its own persistent cache serializes without some of
+            # its kernels (jaxlib 0.10: "Function ... not found" once loaded in another
+            # process). JAX's key has the program's name: named by our key, only a program
+            # stored before (a file since lost) can come from there; then once more under
+            # a name of its own. One that still came from JAX's cache is not stored.
             step = _step(fn, static, kind)
-
-            def stored(*args):
-                return step(*args)
-
-            # Named by the key, so that JAX's own cache, whose key has the name, cannot
-            # hand over a program compiled for another key or an earlier version: one it
-            # took from there serializes without some of its kernels (jaxlib 0.10:
-            # "Function ... not found" once loaded), and is not stored.
-            stored.__name__ = stored.__qualname__ = f"stored_{key[:16]}"
-            hits = _persistent_cache_hits()
-            program = jax.jit(stored).lower(*args).compile()
-            if _persistent_cache_hits() == hits:
-                _store_program(program, path)
+            for name in (key[:16], f"{key[:16]}_{os.urandom(4).hex()}"):
+                hits = _persistent_cache_hits()
+                program = _compiled(step, f"stored_{name}", args)
+                if _persistent_cache_hits() == hits:
+                    _store_program(program, path)
+                    break
         _LOADED[key] = program
     return program(*args)
+
+
+def _compiled(step, name, args):
+    """``step`` compiled for ``args`` as a program called ``name``."""
+    import jax
+
+    def program(*args):
+        return step(*args)
+
+    program.__name__ = program.__qualname__ = name
+    return jax.jit(program).lower(*args).compile()
 
 
 _HITS = [0]
