@@ -319,7 +319,10 @@ def _environment() -> tuple:
     return (sys.version, jax.__version__, jaxlib.__version__, np.__version__,
             platform.machine(), _cpu_features(), device.client.platform_version,
             device.device_kind, os.environ.get("XLA_FLAGS", ""),
-            sorted(jax.config.values.items()), jax.config.jax_enable_x64)
+            # JAX's settings, less those of its compilation cache (where programs are
+            # kept, not what they compute): a worker or a test may point it elsewhere.
+            sorted((k, v) for k, v in jax.config.values.items() if "cache" not in k),
+            jax.config.jax_enable_x64)
 
 
 @functools.lru_cache(maxsize=1)
