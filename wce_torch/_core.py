@@ -10,6 +10,7 @@ wce_jax/_core.py.
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.autograd.forward_ad as forward_ad
@@ -57,7 +58,7 @@ def row_blocks(tensor):
     elements each (a 0-d tensor is one block)."""
     if tensor.ndim == 0:
         return [...]
-    step = max(1, BLOCK_ELEMENTS // max(tensor[0].numel() if tensor.shape[0] else 1, 1))
+    step = max(1, BLOCK_ELEMENTS // max(1, math.prod(tensor.shape[1:])))
     return [slice(i, i + step) for i in range(0, tensor.shape[0], step)]
 
 

@@ -159,20 +159,18 @@ class _SoftmaxFocal(torch.autograd.Function):
         if poisoned.any():
             lp[poisoned] = 0.0
         lp_y = lp.gather(1, y[:, None])[:, 0]
-        u = -torch.expm1(lp_y)
-        losses = _focal_of(lp_y, valid, w_y, gamma)
-        ctx.save_for_backward(x, y, valid, w_y, lp, lp_y, u)
+        ctx.save_for_backward(x, y, valid, w_y, lp, lp_y)
         ctx.gamma = gamma
-        return losses
+        return _focal_of(lp_y, valid, w_y, gamma)
 
     @staticmethod
     def backward(ctx, ct):
-        x, y, valid, w_y, lp, lp_y, u = ctx.saved_tensors
+        x, y, valid, w_y, lp, lp_y = ctx.saved_tensors
         gamma = ctx.gamma
         if torch.is_grad_enabled():  # create_graph: out of place, differentiable in x
             lp = torch.log_softmax(torch.where(valid[:, None], x, 0.0), dim=-1)
             lp_y = lp.gather(1, y[:, None])[:, 0]
-            u = -torch.expm1(lp_y)
+        u = -torch.expm1(lp_y)  # 1 - p_y without cancellation
         slope = _modulating(u, gamma)
         if gamma:
             slope = slope - gamma * _modulating(u, gamma - 1.0) * lp_y.exp() * lp_y
