@@ -147,40 +147,44 @@ class _SoftmaxFocal(torch.autograd.Function):
         a_i = ct_i alpha_{y_i} (u^gamma - gamma u^(gamma-1) p_y lp_y),  u = 1 - p_y
 
     (``u^(gamma-1)`` is 0 where ``u = 0``, [FOCAL-GRAD]). The forward pass keeps the
-    log-probabilities, one logits-sized buffer, and the backward pass turns them into the
-    gradient in place, as :func:`wce_torch.cross_entropy` does. Ignored rows have
-    ``a_i = 0``; their log-probabilities are zeroed if not finite [CE-IGNORE-NONFINITE].
+    probabilities, one logits-sized buffer, and the backward pass scales them into the
+    gradient in place. ``lp_y = (x_y - m) - log s`` as in log-softmax, with ``m`` the row
+    maximum and ``1 / s`` the largest probability (the exponential of the maximum's
+    shifted logit is exactly 1): no log-probabilities are
+    written, and the backward pass needs no exponential. Ignored rows have ``a_i = 0``;
+    their probabilities are zeroed if not finite [CE-IGNORE-NONFINITE].
     """
 
     @staticmethod
     def forward(ctx, x, y, valid, w_y, gamma):
-        lp = torch.log_softmax(x, dim=-1)
-        poisoned = ~valid & torch.isnan(lp[:, 0])
+        p = torch.softmax(x, dim=-1)
+        m = x.amax(dim=-1, keepdim=True)
+        log_s = -torch.log(p.amax(dim=-1, keepdim=True))
+        lp_y = ((x.gather(1, y[:, None]) - m) - log_s)[:, 0]
+        poisoned = ~valid & torch.isnan(p[:, 0])
         if poisoned.any():
-            lp[poisoned] = 0.0
-        lp_y = lp.gather(1, y[:, None])[:, 0]
-        ctx.save_for_backward(x, y, valid, w_y, lp, lp_y)
+            p[poisoned] = 0.0
+        ctx.save_for_backward(x, y, valid, w_y, p, lp_y)
         ctx.gamma = gamma
         return _focal_of(lp_y, valid, w_y, gamma)
 
     @staticmethod
     def backward(ctx, ct):
-        x, y, valid, w_y, lp, lp_y = ctx.saved_tensors
+        x, y, valid, w_y, p, lp_y = ctx.saved_tensors
         gamma = ctx.gamma
         if torch.is_grad_enabled():  # create_graph: out of place, differentiable in x
             lp = torch.log_softmax(torch.where(valid[:, None], x, 0.0), dim=-1)
-            lp_y = lp.gather(1, y[:, None])[:, 0]
+            p, lp_y = lp.exp(), lp.gather(1, y[:, None])[:, 0]
         u = -torch.expm1(lp_y)  # 1 - p_y without cancellation
         slope = _modulating(u, gamma)
         if gamma:
             slope = slope - gamma * _modulating(u, gamma - 1.0) * lp_y.exp() * lp_y
         a = torch.where(valid, ct * w_y * slope, 0.0)
         if torch.is_grad_enabled():
-            grad = a[:, None] * lp.exp() - torch.zeros_like(lp).scatter(1, y[:, None],
-                                                                      a[:, None])
+            grad = a[:, None] * p - torch.zeros_like(p).scatter(1, y[:, None], a[:, None])
             return grad, None, None, None, None
-        grad = lp.clone() if core.graph_is_kept() else lp
-        grad.exp_().mul_(a[:, None]).scatter_add_(1, y[:, None], -a[:, None])
+        grad = p.clone() if core.graph_is_kept() else p
+        grad.mul_(a[:, None]).scatter_add_(1, y[:, None], -a[:, None])
         return grad, None, None, None, None
 
 
