@@ -56,6 +56,14 @@ def _optax_smoothed(x, labels, weight):
     return optax.softmax_cross_entropy(x, smoothed).mean()
 
 
+def _gradient_write(x, labels, weight):
+    """``sum(x^2) / 2``, whose gradient is ``x``: one read of the logits and one
+    logits-sized gradient written into a fresh buffer, the least a forward+backward of
+    any loss with a dense gradient costs."""
+    del labels, weight
+    return 0.5 * (x * x).sum()
+
+
 def _cross_entropy(module, smoothing):
     """``module.cross_entropy`` (``wce_jax``, ``torch.nn.functional`` or ``wce_torch``)
     with the family's arguments."""
@@ -101,6 +109,10 @@ _jax(f"wce_jax-ls{SMOOTHING}-wconst", _cross_entropy("wce_jax", SMOOTHING),
 _jax("jnp_naive", peers.jnp_cross_entropy, baseline="optax",
      description="log_softmax, gather, w[y], sum / sum(w_y) in jax.numpy "
                  "(a port's first version, for context)")
+_jax("gradient_write", _gradient_write, args=("logits", "labels", "weight"),
+     baseline="optax",
+     description="sum(x^2) / 2, whose gradient x is written into a fresh buffer: the "
+                 "memory traffic every forward+backward pays, for context")
 _torch("torch_F", "torch.nn.functional", 0.0, baseline=None,
        description="torch.nn.functional.cross_entropy(x, y, weight=w, "
                    "ignore_index=-100) (the PyTorch baseline)")
