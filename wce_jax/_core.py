@@ -65,11 +65,14 @@ def reduce(losses, target_weights, reduction, axis_name=None, valid=None, by_row
     [EDGE-ALL-IGNORED] [EDGE-EMPTY]; with ``valid`` (the mask of non-ignored elements)
     its tangent is 0 when every element is ignored and NaN otherwise [JVP]. With
     ``axis_name``, numerator and denominator are summed over that named axis first: the
-    global mean of all shards [DP-GLOBAL]. ``by_rows``: the sum as :func:`summed_by_rows`.
+    global mean of all shards [DP-GLOBAL]. ``by_rows``: the sum as :func:`summed_by_rows`
+    (``"differentiated"``: with ``differentiated_only=True``).
     """
     if reduction == "none":
         return losses
-    total = all_reduced(summed_by_rows(losses) if by_rows else jnp.sum(losses), axis_name)
+    total = (summed_by_rows(losses, differentiated_only=by_rows == "differentiated")
+             if by_rows else jnp.sum(losses))
+    total = all_reduced(total, axis_name)
     if reduction == "sum":
         return total
     if target_weights is None:
@@ -88,23 +91,40 @@ def reduce(losses, target_weights, reduction, axis_name=None, valid=None, by_row
     return total / jnp.where(count == 0, undefined, count) + nan_if_undefined
 
 
-def summed_by_rows(losses):
+def summed_by_rows(losses, differentiated_only=False):
     """The sum of ``losses``; on the CPU, for a matrix of them, the row sums are a product
     with a vector of ones. XLA's CPU backend hands a reduction to a library fusion that
     takes some element-wise operations along but not others (the sigmoid's division, a
     select): their operands are then written to memory, several logits-sized arrays. A
-    matrix-vector product takes the losses from one loop, one buffer. Which is faster
-    depends on the expression: each loss that uses this says what it measured. Elsewhere,
-    XLA fuses the reduction itself."""
+    matrix-vector product takes the losses from one loop, one buffer.
+    ``differentiated_only``: the product only where the sum is differentiated (a training
+    step, where the losses share their operands with the gradient); the loss alone keeps
+    the plain sum, which the library fusion then computes with no buffer at all. Which is
+    faster depends on the expression: each loss that uses this says what it measured.
+    Elsewhere, XLA fuses the reduction itself."""
     if losses.ndim < 2 or losses.size == 0:
         return jnp.sum(losses)
     rows = losses.reshape(losses.size // losses.shape[-1], losses.shape[-1])
+    return (_summed_by_rows_if_differentiated if differentiated_only else _by_rows)(rows)
 
+
+def _by_rows(rows):
     def on_cpu(rows):
         ones = jnp.ones((rows.shape[-1],), rows.dtype)
         return jnp.sum(jnp.dot(rows, ones, precision=jax.lax.Precision.HIGHEST))
 
     return jax.lax.platform_dependent(rows, cpu=on_cpu, default=jnp.sum)
+
+
+@jax.custom_jvp
+def _summed_by_rows_if_differentiated(rows):
+    return jnp.sum(rows)
+
+
+@_summed_by_rows_if_differentiated.defjvp
+def _summed_by_rows_jvp(primals, tangents):
+    (rows,), (d_rows,) = primals, tangents
+    return _by_rows(rows), jnp.sum(d_rows)
 
 
 def perturbed(t) -> bool:

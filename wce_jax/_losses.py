@@ -247,8 +247,12 @@ def _bce(probs, target, weight, *, reduction, axis_name):
                          probs.shape)
     target, w = core.varying_like(probs, target, w)
     losses = _bce_elements(probs.astype(dtype), target.astype(dtype), w)
-    # Summed by rows: the training step keeps one logits-sized temporary instead of three.
-    return core.reduce(losses, None, reduction, axis_name, by_rows=True).astype(probs.dtype)
+    # Summed by rows where differentiated: the training step keeps one logits-sized
+    # temporary instead of three. The loss alone is summed as it is made, with no buffer
+    # (by rows, it wrote the losses out first: 3.1x the peer's time instead of 0.9-1.1x
+    # at 8192 x 1000 and 2048 x 32000 on an AVX-512 CPU).
+    return core.reduce(losses, None, reduction, axis_name,
+                       by_rows="differentiated").astype(probs.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("reduction", "axis_name"))
