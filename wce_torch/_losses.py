@@ -93,8 +93,14 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     check.class_target_range(target, num_classes, ignore_index)
     check.warn_if_probabilities(x)
     valid, y, w_y = core.class_terms(target.reshape(-1), w, num_classes, ignore_index)
-    fused = _ClassCrossEntropy if torch.compiler.is_compiling() else _ClassCrossEntropyWithJvp
-    losses, _ = fused.apply(x, y, valid, w_y, w, eps)
+    if (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
+            or core.higher_order(x, w) or not x.shape[0]):
+        fused = (_ClassCrossEntropy if torch.compiler.is_compiling()
+                 else _ClassCrossEntropyWithJvp)
+        losses, _ = fused.apply(x, y, valid, w_y, w, eps)
+    else:  # the loss alone: by blocks of rows, whose log-probabilities stay in the caches
+        losses = torch.cat([_ClassCrossEntropy.forward(x[s], y[s], valid[s], w_y[s], w, eps)[0]
+                            for s in core.row_blocks(x)])
     return core.reduce(losses, w_y, reduction, shape, process_group, valid).to(input.dtype)
 
 
