@@ -62,6 +62,23 @@ def row_blocks(tensor):
     return [slice(i, i + step) for i in range(0, tensor.shape[0], step)]
 
 
+def elementwise_loss_alone(elements, reduction, shape, process_group, x, *others):
+    """[CE-NONE] [CE-SUM] [CE-MEAN] of a loss of one term per element of ``x``, when no
+    gradient is asked for: ``elements(x, *others)`` (``others`` broadcast to ``x``, or
+    None) by blocks of rows, whose temporaries stay in the caches. A reduced loss keeps
+    each block's total, not a losses-sized buffer."""
+    others = [None if t is None else torch.broadcast_to(t, x.shape) for t in others]
+    blocks = ((x[s], *(None if t is None else t[s] for t in others)) for s in row_blocks(x))
+    if reduction == "none":
+        losses = torch.empty_like(x)
+        for s, block in zip(row_blocks(x), blocks):
+            losses[s] = elements(*block)
+        return losses.reshape(shape)
+    total = torch.stack([elements(*block).sum() for block in blocks] or [x.new_zeros(())]).sum()
+    count = torch.tensor(float(x.numel()), dtype=total.dtype, device=total.device)
+    return reduce_total(total, count, reduction, process_group)
+
+
 def nan_rows(bad, rows):
     """0, or NaN with a NaN gradient for every entry of a bad row [TRACE-TARGET-RANGE]."""
     if traced() or bad.any():
@@ -85,6 +102,11 @@ def reduce(losses, target_weights, reduction, shape, process_group=None, valid=N
     total = losses.sum()
     count = (torch.tensor(float(losses.numel()), dtype=total.dtype, device=total.device)
              if target_weights is None else target_weights.sum())
+    return reduce_total(total, count, reduction, process_group, valid)
+
+
+def reduce_total(total, count, reduction, process_group=None, valid=None):
+    """:func:`reduce` from the losses' ``total`` and the mean's denominator ``count``."""
     if process_group is not None:
         return global_total(total, count, reduction, process_group)
     if reduction == "sum":

@@ -172,9 +172,14 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     check.unit_interval(target, "target")
     dtype = check.compute_dtype(input.dtype)
     w = torch.ones((), dtype=dtype, device=input.device) if weight is None else weight.to(dtype)
-    fused = (_BinaryCrossEntropy if torch.compiler.is_compiling()
-             else _BinaryCrossEntropyWithJvp)
-    losses, _ = fused.apply(input.to(dtype), target.to(dtype), w.expand(input.shape))
+    p, y, w = input.to(dtype), target.to(dtype), w.expand(input.shape)
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (p, y, w))
+            or core.higher_order(p, y, w)):
+        return core.elementwise_loss_alone(
+            lambda p, y, w: _bce_per_weight(p, y).mul_(w), reduction, input.shape,
+            process_group, p, y, w).to(input.dtype)
+    fused = _BinaryCrossEntropy if torch.compiler.is_compiling() else _BinaryCrossEntropyWithJvp
+    losses, _ = fused.apply(p, y, w)
     return core.reduce(losses, None, reduction, input.shape, process_group).to(input.dtype)
 
 
@@ -211,12 +216,9 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
             losses = w * losses
     elif torch.is_grad_enabled() and x.requires_grad:
         losses = _BinaryCrossEntropyWithLogits.apply(x, y, w, pw)
-    else:  # the loss alone: by blocks of rows, whose temporaries stay in the caches
-        losses = torch.empty_like(x)
-        w, pw = (None if t is None else torch.broadcast_to(t, x.shape) for t in (w, pw))
-        for s in core.row_blocks(x):
-            _bcel_elements(x[s], y[s], None if w is None else w[s],
-                           None if pw is None else pw[s], out=losses[s])
+    else:
+        return core.elementwise_loss_alone(_bcel_elements, reduction, input.shape,
+                                           process_group, x, y, w, pw).to(input.dtype)
     return core.reduce(losses, None, reduction, input.shape, process_group).to(input.dtype)
 
 
@@ -333,16 +335,16 @@ class _ClassCrossEntropyWithJvp(_ClassCrossEntropy):
         return torch.where(valid, dlosses, 0.0), dlp
 
 
-def _bcel_elements(x, y, w, pw, out=None):
-    """[BCEL-ELEM] per element, into ``out`` if given; see _BinaryCrossEntropyWithLogits."""
+def _bcel_elements(x, y, w, pw):
+    """[BCEL-ELEM] per element; see _BinaryCrossEntropyWithLogits."""
     ls = F.logsigmoid(x)
     one = torch.ones((), dtype=y.dtype, device=y.device)
     if pw is None:
-        losses = torch.sub(one, y, out=out)
+        losses = torch.sub(one, y)
     else:  # q ls = ls + (pw - 1) y ls, then the buffer of y ls takes the losses
         y_ls = torch.mul(y, ls)
         ls.addcmul_(y_ls, pw - 1.0)
-        losses = torch.sub(one, y, out=y_ls if out is None else out)
+        losses = torch.sub(one, y, out=y_ls)
     losses.mul_(x).sub_(ls)
     return losses if w is None else losses.mul_(w)
 
